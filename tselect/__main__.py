@@ -1,0 +1,3 @@
+from tselect.cli import main
+
+main()

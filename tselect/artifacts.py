@@ -1,0 +1,238 @@
+"""Content-addressed artifacts: id = hash(stage, schema version, config, input ids).
+
+Layout: `<root>/<stage>/<id>/` holding the stage's files plus `manifest.json`, written last
+inside `<id>.part/` and then renamed, so a directory without `.part` is always complete.
+A per-artifact `flock` serializes identical concurrent runs: the second waits, then finds the
+finished artifact and returns its id. The kernel drops the lock when a process dies, so a
+killed run never leaves a stale lock behind.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import socket
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tselect import __version__
+from tselect.errors import UserError
+
+SCHEMA_VERSION = 1
+MANIFEST = "manifest.json"
+STAGES = ("warmup", "featurize", "select", "scores", "finetune", "evaluate", "report")
+
+
+def store_root(store: str | os.PathLike | None = None) -> Path:
+    """`--store`, else `$TSELECT_STORE`, else `./.tselect`."""
+    return Path(store or os.environ.get("TSELECT_STORE") or ".tselect")
+
+
+def canonical_json(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def config_dict(cfg: Any) -> dict[str, Any]:
+    """A frozen dataclass config as a plain JSON-able dict (what gets hashed)."""
+    return dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else dict(cfg)
+
+
+def compute_id(stage: str, config: dict[str, Any], inputs: dict[str, str]) -> str:
+    """`<stage>-<16 hex>` from everything that determines the artifact's content."""
+    payload = {"stage": stage, "schema": SCHEMA_VERSION, "config": config, "inputs": inputs}
+    digest = hashlib.sha256(canonical_json(payload).encode()).hexdigest()[:16]
+    return f"{stage}-{digest}"
+
+
+@dataclass(frozen=True)
+class Artifact:
+    id: str
+    stage: str
+    path: Path
+    manifest: dict[str, Any]
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return self.manifest["config"]
+
+    @property
+    def inputs(self) -> dict[str, str]:
+        return self.manifest["inputs"]
+
+    @property
+    def record(self) -> dict[str, Any]:
+        return self.manifest.get("record", {})
+
+
+@dataclass
+class Build:
+    """Handed to a stage's writer: fill `path`, add facts with `record(...)`."""
+
+    id: str
+    stage: str
+    path: Path
+    records: dict[str, Any] = field(default_factory=dict)
+
+    def record(self, **facts: Any) -> None:
+        self.records.update(facts)
+
+
+def final_dir(root: Path, aid: str) -> Path:
+    stage = aid.rsplit("-", 1)[0]
+    return root / stage / aid
+
+
+def exists(root: Path, aid: str) -> bool:
+    return (final_dir(root, aid) / MANIFEST).is_file()
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def file_table(directory: Path) -> dict[str, dict[str, Any]]:
+    """Every file under `directory` (except the manifest) → size and sha256."""
+    table = {}
+    for p in sorted(directory.rglob("*")):
+        if p.is_file() and p.name != MANIFEST:
+            table[p.relative_to(directory).as_posix()] = {"size": p.stat().st_size, "sha256": sha256_file(p)}
+    return table
+
+
+@contextmanager
+def locked(root: Path, aid: str) -> Iterator[None]:
+    lock_path = final_dir(root, aid).with_suffix(".lock")
+    try:
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock_path, os.O_CREAT | os.O_RDWR, 0o644)
+    except OSError as e:
+        raise UserError(f"store directory {root} is not writable ({e.strerror}); pass --store DIR or set TSELECT_STORE to a writable directory") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def produce(root: Path, stage: str, config: dict[str, Any], inputs: dict[str, str],
+            write: Callable[[Build], None], resume: bool = False) -> str:
+    """Build the artifact unless it exists; returns its id.
+
+    `write(build)` fills `build.path` (the `.part` directory). With `resume=True` a `.part` left
+    by an interrupted run is kept so the writer can skip finished chunks; otherwise it is wiped.
+    """
+    aid = compute_id(stage, config, inputs)
+    if exists(root, aid):
+        return aid
+    with locked(root, aid):
+        if exists(root, aid):  # a concurrent identical run finished while we waited
+            return aid
+        part = final_dir(root, aid).with_suffix(".part")
+        if part.exists() and not resume:
+            shutil.rmtree(part)
+        part.mkdir(parents=True, exist_ok=True)
+        build = Build(aid, stage, part)
+        started = time.time()
+        write(build)
+        _finish(build, config, inputs, time.time() - started)
+    return aid
+
+
+def _finish(build: Build, config: dict, inputs: dict, wall: float) -> None:
+    manifest = {
+        "id": build.id, "stage": build.stage, "schema_version": SCHEMA_VERSION,
+        "config": config, "inputs": inputs, "record": build.records,
+        "tselect_version": __version__, "host": socket.gethostname(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "wall_time_s": round(wall, 3), "files": file_table(build.path),
+    }
+    tmp = build.path / (MANIFEST + ".tmp")
+    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str))
+    os.replace(tmp, build.path / MANIFEST)
+    _fsync_dir(build.path)
+    os.replace(build.path, final_dir(build.path.parent.parent, build.id))
+    _fsync_dir(build.path.parent)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def list_artifacts(root: Path) -> list[Artifact]:
+    out = []
+    for stage_dir in sorted(p for p in root.glob("*") if p.is_dir()):
+        for d in sorted(stage_dir.iterdir()):
+            if d.is_dir() and d.suffix != ".part" and (d / MANIFEST).is_file():
+                out.append(_load(d))
+    return out
+
+
+def _load(d: Path) -> Artifact:
+    try:
+        manifest = json.loads((d / MANIFEST).read_text())
+    except (OSError, json.JSONDecodeError):
+        raise UserError(f"artifact {d.name} has a corrupt manifest; delete {d} and rerun the command that made it") from None
+    return Artifact(manifest["id"], manifest["stage"], d, manifest)
+
+
+def resolve(root: Path, ref: str, stage: str | None = None) -> Artifact:
+    """An artifact by id or unique id prefix (optionally of a required stage)."""
+    ref = ref.strip()
+    candidates = [d for d in root.glob(f"*/{ref}*") if d.is_dir() and d.suffix != ".part"]
+    candidates = [d for d in candidates if (d / MANIFEST).is_file()]
+    if not candidates:
+        raise UserError(f"no artifact '{ref}' in store {root}; list them with `tselect ls --store {root}`")
+    if len(candidates) > 1:
+        names = ", ".join(sorted(d.name for d in candidates)[:5])
+        raise UserError(f"artifact prefix '{ref}' is ambiguous ({names}); give more characters")
+    art = _load(candidates[0])
+    if stage is not None and art.stage != stage:
+        raise UserError(f"artifact {art.id} is a {art.stage} artifact, but a {stage} artifact is needed here")
+    return art
+
+
+def verify(art: Artifact) -> list[str]:
+    """Problems found by re-hashing every file against the manifest (empty list = intact)."""
+    problems = []
+    for rel, info in art.manifest.get("files", {}).items():
+        p = art.path / rel
+        if not p.is_file():
+            problems.append(f"{rel}: missing")
+        elif p.stat().st_size != info["size"]:
+            problems.append(f"{rel}: size {p.stat().st_size} != {info['size']}")
+        elif sha256_file(p) != info["sha256"]:
+            problems.append(f"{rel}: checksum mismatch")
+    return problems
+
+
+def checked_path(art: Artifact, rel: str) -> Path:
+    """Path of a file in an artifact after checking it against the manifest checksum."""
+    info = art.manifest.get("files", {}).get(rel)
+    p = art.path / rel
+    if info is None or not p.is_file() or p.stat().st_size != info["size"] or sha256_file(p) != info["sha256"]:
+        raise UserError(f"artifact {art.id} is corrupt ({rel} fails its checksum); remove it with "
+                        f"`tselect rm {art.id}` and rerun the command that made it")
+    return p
+
+
+def remove(root: Path, aid: str) -> None:
+    with locked(root, aid):
+        shutil.rmtree(final_dir(root, aid), ignore_errors=True)
+        shutil.rmtree(final_dir(root, aid).with_suffix(".part"), ignore_errors=True)

@@ -1,0 +1,127 @@
+"""Store commands: list, show, locate, verify, remove and export artifacts; list plugins and assets."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+
+from tselect.cli.app import StoreOpt, app, emit, root
+
+
+@app.command("ls")
+def ls_(stage: Annotated[str | None, typer.Option(help="Only this stage")] = None, store: StoreOpt = None):
+    """List artifacts (stderr table; ids on stdout)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from tselect.artifacts import list_artifacts
+
+    arts = [a for a in list_artifacts(root(store)) if stage in (None, a.stage)]
+    table = Table("id", "created", "wall s", "summary")
+    for a in arts:
+        summary = ", ".join(f"{k}={v}" for k, v in a.record.items() if isinstance(v, (int, float, str)))
+        table.add_row(a.id, a.manifest.get("created", ""), f"{a.manifest.get('wall_time_s', 0):.1f}", summary[:80])
+    Console(stderr=True).print(table)
+    for a in arts:
+        typer.echo(a.id)
+
+
+@app.command()
+def show(artifact: str, store: StoreOpt = None):
+    """Print an artifact's manifest (JSON) on stdout."""
+    from tselect.artifacts import resolve
+
+    typer.echo(json.dumps(resolve(root(store), artifact).manifest, indent=2, sort_keys=True))
+
+
+@app.command()
+def path(artifact: str, store: StoreOpt = None):
+    """Print an artifact's directory."""
+    from tselect.artifacts import resolve
+
+    typer.echo(str(resolve(root(store), artifact).path.resolve()))
+
+
+@app.command()
+def verify(artifact: Annotated[str | None, typer.Argument(help="Artifact id (default: all)")] = None, store: StoreOpt = None):
+    """Re-hash artifact files against their manifests; exit 2 if any is corrupt."""
+    from tselect import artifacts as A
+    from tselect.errors import UserError
+
+    arts = [A.resolve(root(store), artifact)] if artifact else A.list_artifacts(root(store))
+    bad = 0
+    for a in arts:
+        problems = A.verify(a)
+        bad += bool(problems)
+        typer.echo(f"{a.id}: {'ok' if not problems else 'CORRUPT: ' + '; '.join(problems)}", err=True)
+    if bad:
+        raise UserError(f"{bad} of {len(arts)} artifacts are corrupt; remove them with `tselect rm ID` and rerun the commands that made them")
+
+
+@app.command()
+def rm(artifact: str, store: StoreOpt = None):
+    """Delete an artifact (and any unfinished .part of it)."""
+    from tselect import artifacts as A
+
+    r = root(store)
+    aid = A.resolve(r, artifact).id
+    A.remove(r, aid)
+    emit(aid)
+
+
+@app.command()
+def export(
+    selection: str,
+    out: Annotated[str, typer.Option(help="Output file")],
+    budget: Annotated[int | None, typer.Option(help="Only the first K of the order")] = None,
+    indices: Annotated[bool, typer.Option("--indices", help="Write a JSON list of pool indices instead of JSONL rows")] = False,
+    store: StoreOpt = None,
+):
+    """Write a selection as JSONL pool rows (in selection order) or as a JSON index list."""
+    from pathlib import Path
+
+    from tselect import artifacts as A
+    from tselect.data.formats import write_jsonl
+    from tselect.lineage import load_pool, selection_indices
+    from tselect.store import write_json
+
+    r = root(store)
+    art = A.resolve(r, selection, stage="select")
+    order = selection_indices(art, budget)
+    if indices:
+        write_json(Path(out), [int(i) for i in order])
+    else:
+        pool = load_pool(r, art)
+        write_jsonl(Path(out), [pool.examples[i] for i in order])
+    typer.echo(f"wrote {order.size} {'indices' if indices else 'rows'} to {out}", err=True)
+    emit(art.id)
+
+
+@app.command()
+def selectors():
+    """List selectors and their parameters."""
+    import dataclasses
+
+    from tselect.select.registry import SELECTORS
+
+    for name, s in SELECTORS.items():
+        params = ", ".join(f"{f.name}={f.default}" for f in dataclasses.fields(s.params))
+        typer.echo(f"{name:16s} {s.summary}" + (f"  [{params}]" if params else ""))
+
+
+@app.command()
+def assets():
+    """Show the embedded model, embedder and data: installed or not, where, size, license."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from tselect.assets import describe
+
+    table = Table("asset", "role", "installed", "size", "license", "path / install")
+    for a in describe():
+        size = f"{a['size_bytes'] / 1e6:.0f} MB" if a.get("size_bytes") else "-"
+        where = str(a.get("path") or a.get("install", ""))
+        table.add_row(a["name"], a.get("role", ""), "yes" if a["installed"] else "no", size, a.get("license", ""), where)
+    Console(stderr=True).print(table)

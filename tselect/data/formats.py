@@ -1,0 +1,152 @@
+"""Reading user data: JSONL in three row shapes, and HF `save_to_disk` directories.
+
+Row shapes (auto-detected per file from the first row, or forced with `fmt`):
+- chat:   {"messages": [{"role": ..., "content": ...}, ...]}   (tulu / OpenAI style)
+- alpaca: {"instruction": ..., "input": ..., "output": ...}
+- prompt: {"prompt": ..., "completion": ...}
+Any other keys are kept as example meta (e.g. `source_task`, `subtask`, `license`).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from tselect.data.types import Dataset, Example
+from tselect.errors import UserError
+
+FORMATS = ("chat", "alpaca", "prompt")
+ROLES = {"system", "user", "assistant"}
+FIX = "each line must be a JSON object with `messages`, `instruction`/`output`, or `prompt`/`completion`"
+
+
+def load_dataset(spec: str, fmt: str | None = None) -> Dataset:
+    """A dataset from a builtin name, a JSONL file, or an HF save_to_disk directory."""
+    if fmt is not None and fmt not in FORMATS:
+        raise UserError(f"unknown --format '{fmt}'; choose one of {', '.join(FORMATS)}")
+    if spec.startswith("builtin:"):
+        from tselect.data.builtin import load_builtin
+
+        return load_builtin(spec)
+    path = Path(spec)
+    if path.is_dir():
+        return _finish(path, [_row_to_example(r, fmt, path, i + 1) for i, r in enumerate(_read_hf_dir(path))])
+    if not path.is_file():
+        raise UserError(f"data file {spec} does not exist; pass a JSONL file, an HF save_to_disk directory, or builtin:pool")
+    return _finish(path, _read_jsonl(path, fmt))
+
+
+def _finish(path: Path, examples: list[Example]) -> Dataset:
+    if not examples:
+        raise UserError(f"{path} holds no examples; give a file with at least one row")
+    seen: dict[str, int] = {}
+    for i, ex in enumerate(examples):
+        if ex.id in seen:
+            raise UserError(f"{path}: row {i + 1} duplicates row {seen[ex.id] + 1} (same conversation); remove duplicates so every example has a distinct id")
+        seen[ex.id] = i
+    return Dataset(name=str(path), examples=tuple(examples))
+
+
+def _read_jsonl(path: Path, fmt: str | None) -> list[Example]:
+    out = []
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = path.read_bytes()[: e.start].count(b"\n") + 1
+        raise UserError(f"{path}:{line}: not valid UTF-8; re-encode the file as UTF-8") from None
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise UserError(f"{path}:{lineno}: bad JSON ({e.msg} at column {e.colno}); {FIX}") from None
+        out.append(_row_to_example(row, fmt, path, lineno))
+    return out
+
+
+def _read_hf_dir(path: Path) -> list[dict[str, Any]]:
+    import pyarrow as pa
+
+    files = sorted(path.glob("*.arrow")) or sorted(path.glob("*/*.arrow"))
+    if not files:
+        raise UserError(f"{path} is a directory without .arrow files; pass a JSONL file or a `Dataset.save_to_disk` directory")
+    rows: list[dict[str, Any]] = []
+    for f in files:
+        with pa.memory_map(str(f)) as src:
+            try:
+                table = pa.ipc.open_stream(src).read_all()
+            except pa.ArrowInvalid:
+                table = pa.ipc.open_file(src).read_all()
+        rows.extend(table.to_pylist())
+    return rows
+
+
+def detect_format(row: dict[str, Any]) -> str | None:
+    if "messages" in row:
+        return "chat"
+    if "instruction" in row and "output" in row:
+        return "alpaca"
+    if "prompt" in row and "completion" in row:
+        return "prompt"
+    return None
+
+
+def _row_to_example(row: Any, fmt: str | None, path: Path, lineno: int) -> Example:
+    where = f"{path}:{lineno}"
+    if not isinstance(row, dict):
+        raise UserError(f"{where}: expected a JSON object, got {type(row).__name__}; {FIX}")
+    kind = fmt or detect_format(row)
+    if kind is None:
+        keys = ", ".join(sorted(row)[:6]) or "none"
+        raise UserError(f"{where}: cannot tell the row format (keys: {keys}); {FIX}, or pass --format")
+    messages, used = PARSERS[kind](row, where)
+    meta = {k: v for k, v in row.items() if k not in used and k != "id"}
+    return Example.make(messages, meta)
+
+
+def _text(row: dict, key: str, where: str, required: bool = True) -> str:
+    value = row.get(key)
+    if value is None and not required:
+        return ""
+    if not isinstance(value, str):
+        raise UserError(f"{where}: field `{key}` must be a string, got {type(value).__name__}; fix the row or drop it")
+    return value
+
+
+def _parse_chat(row: dict, where: str) -> tuple[list[dict[str, str]], set[str]]:
+    msgs = row.get("messages")
+    if not isinstance(msgs, list) or not msgs:
+        raise UserError(f"{where}: `messages` must be a non-empty list of {{role, content}} objects")
+    out = []
+    for k, m in enumerate(msgs):
+        if not isinstance(m, dict) or m.get("role") not in ROLES or not isinstance(m.get("content"), str):
+            raise UserError(f"{where}: message {k} needs `role` in system/user/assistant and a string `content`")
+        out.append({"role": m["role"], "content": m["content"]})
+    if not any(m["role"] == "assistant" for m in out):
+        raise UserError(f"{where}: no assistant message, so there is no response to learn; add one or drop the row")
+    return out, {"messages"}
+
+
+def _parse_alpaca(row: dict, where: str) -> tuple[list[dict[str, str]], set[str]]:
+    instruction = _text(row, "instruction", where)
+    extra = _text(row, "input", where, required=False)
+    prompt = f"{instruction}\n\n{extra}" if extra.strip() else instruction
+    return [{"role": "user", "content": prompt}, {"role": "assistant", "content": _text(row, "output", where)}], {"instruction", "input", "output"}
+
+
+def _parse_prompt(row: dict, where: str) -> tuple[list[dict[str, str]], set[str]]:
+    return ([{"role": "user", "content": _text(row, "prompt", where)},
+             {"role": "assistant", "content": _text(row, "completion", where)}], {"prompt", "completion"})
+
+
+PARSERS = {"chat": _parse_chat, "alpaca": _parse_alpaca, "prompt": _parse_prompt}
+
+
+def write_jsonl(path: Path, examples: list[Example]) -> None:
+    tmp = Path(str(path) + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        for ex in examples:
+            f.write(json.dumps(ex.to_json(), ensure_ascii=False) + "\n")
+    tmp.replace(path)

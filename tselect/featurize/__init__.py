@@ -1,0 +1,62 @@
+"""The featurize stage: pool and query examples → a feature store of unit rows per checkpoint."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from tselect import artifacts, progress, store
+from tselect.data import load_dataset
+from tselect.errors import UserError
+from tselect.featurize import embed, rds, vectors
+from tselect.featurize.config import FeaturizeConfig
+
+
+@dataclass(frozen=True)
+class Representation:
+    identity: Callable[[FeaturizeConfig], dict[str, str]]  # model fingerprints for the id
+    run: Callable  # (cfg, pool, query, group_path) -> attrs (dim, checkpoints, weights, ...)
+    summary: str
+
+
+REPRESENTATIONS: dict[str, Representation] = {
+    "embed": Representation(embed.identity, embed.run, "sentence embeddings (all-MiniLM-L6-v2 by default)"),
+    "rds": Representation(rds.identity, rds.run, "RDS+: position-weighted mean of last hidden states"),
+    "vectors": Representation(vectors.identity, vectors.run, "bring your own .npy vectors"),
+}
+
+
+def _hashed_config(cfg: FeaturizeConfig) -> dict:
+    # Data enter the id through their content hashes, so the same files under other paths
+    # (or on another host) give the same id.
+    hashed = artifacts.config_dict(cfg)
+    for key in ("pool", "query", "pool_vectors", "query_vectors"):
+        hashed.pop(key)
+    return hashed
+
+
+def _where(spec: str) -> str:
+    """Builtin names as they are; files as absolute paths so later stages find them from any cwd."""
+    return spec if spec.startswith("builtin:") else str(Path(spec).resolve())
+
+
+def run(cfg: FeaturizeConfig, root: Path) -> str:
+    if cfg.rep not in REPRESENTATIONS:
+        raise UserError(f"unknown representation '{cfg.rep}'; choose one of {', '.join(REPRESENTATIONS)}")
+    rep = REPRESENTATIONS[cfg.rep]
+    pool, query = load_dataset(cfg.pool, cfg.fmt), load_dataset(cfg.query, cfg.fmt)
+    inputs = {"pool": pool.content_hash, "query": query.content_hash, **rep.identity(cfg)}
+
+    def write(build: artifacts.Build) -> None:
+        group = build.path / store.FEATURES
+        store.open_group(group)  # create the root group before arrays
+        attrs = rep.run(cfg, pool, query, group)
+        store.set_attrs(group, {"representation": cfg.rep, "model": cfg.model, "n_pool": len(pool),
+                                "n_query": len(query), **attrs})
+        build.record(pool=_where(cfg.pool), query=_where(cfg.query), n_pool=len(pool), n_query=len(query),
+                     query_subtasks=[ex.meta.get("subtask") for ex in query.examples])
+
+    aid = artifacts.produce(root, "featurize", _hashed_config(cfg), inputs, write, resume=True)
+    progress.note(f"featurize {cfg.rep}: {len(pool)} pool × {len(query)} query examples → {aid}")
+    return aid

@@ -1,0 +1,34 @@
+"""EMBED: sentence embeddings of each conversation's text (prompt and response)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from tselect.data.types import Dataset
+from tselect.featurize.common import batched, write_unit_rows
+from tselect.featurize.config import FeaturizeConfig
+
+
+def identity(cfg: FeaturizeConfig) -> dict[str, str]:
+    from tselect.models import embedder_fingerprint
+
+    return {"embedder": embedder_fingerprint(cfg.model)}
+
+
+def run(cfg: FeaturizeConfig, pool: Dataset, query: Dataset, group: Path) -> dict:
+    from tselect.models import load_embedder
+
+    model = load_embedder(cfg.model)
+    dim = int(model.get_sentence_embedding_dimension())
+
+    def encode(texts: list[str]) -> np.ndarray:  # [b, dim]
+        return np.asarray(model.encode(texts, batch_size=len(texts), convert_to_numpy=True,
+                                       normalize_embeddings=False, show_progress_bar=False), dtype=np.float32)
+
+    for name, data in (("query", query), ("pool", pool)):
+        texts = [ex.text for ex in data.examples]
+        fn = batched(lambda idx, t=texts: encode([t[i] for i in idx]), cfg.batch_size)
+        write_unit_rows(group / "0", name, len(data), dim, cfg.dtype, fn, f"embed {name}")
+    return {"dim": dim, "checkpoints": ["0"], "weights": [1.0]}

@@ -1,0 +1,361 @@
+"""Models: resolve a `--model` spec to a local Hugging Face directory, then load it.
+
+A spec is `builtin:smollm2` (the default) or a local causal-LM directory. tselect never downloads
+at run time: a run must be reproducible offline, and a hub name is not a fixed set of weights.
+The embedded SmolLM2 ships as a Q4_1 GGUF; transformers keeps a GGUF-loaded model flagged as
+quantized (not saveable, treated as quantized by trainers), so we convert it once into an
+ordinary fp32 safetensors directory in the cache and load that from then on.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import shutil
+import struct
+import tempfile
+import warnings
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from tselect import assets
+from tselect.errors import UserError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "builtin:smollm2"
+BUILTIN_MODELS = ("smollm2",)  # `builtin:<name>` -> the GGUF asset of the same name
+_CONVERTER_VERSION = 1  # bump when the conversion recipe changes the output
+_CHUNK = 1 << 20
+_LOCAL_HINT = "pass a local Hugging Face causal-LM directory (with config.json), or omit --model for the embedded SmolLM2"
+
+# Files whose bytes decide what the model computes, besides config.json and the weights.
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                    "chat_template.jinja", "tokenizer.model", "vocab.json", "merges.txt")
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+_FULL_HASH_LIMIT = 8 << 20  # weight files up to this size are hashed whole
+_SAMPLES, _SAMPLE_BYTES = 16, 64 << 10  # larger ones: 16 evenly spaced 64 KiB windows
+
+
+def cache_dir() -> Path:
+    """`$TSELECT_CACHE`, else `~/.cache/tselect`: converted models and the GGUF hash cache."""
+    return Path(os.environ.get("TSELECT_CACHE") or Path.home() / ".cache" / "tselect").expanduser()
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A resolved model: the spec the user gave, a plain HF directory, and a content fingerprint."""
+
+    spec: str
+    path: Path
+    fingerprint: str
+
+
+def resolve_model(spec: str | None) -> ModelRef:
+    """Map `--model` to a local directory; `None` means the embedded SmolLM2."""
+    spec = spec or DEFAULT_MODEL
+    if spec.startswith("builtin:"):
+        return _resolve_builtin(spec)
+    path = Path(spec).expanduser()
+    if not path.exists():
+        raise UserError(
+            f"--model {spec!r}: no such local directory, and tselect never downloads models at run time; "
+            f"download it once (e.g. `huggingface-cli download {spec} --local-dir DIR`) and pass --model DIR, "
+            "or omit --model for the embedded SmolLM2")
+    if not path.is_dir():
+        raise UserError(f"--model {spec!r} is a file, not a directory: {_LOCAL_HINT}")
+    _check_causal_lm(path, spec)
+    return ModelRef(spec, path.resolve(), fingerprint(path))
+
+
+def _check_causal_lm(path: Path, spec: str) -> None:
+    config_path = path / "config.json"
+    if not config_path.is_file():
+        raise UserError(f"--model {spec!r} has no config.json: {_LOCAL_HINT}")
+    try:
+        config = json.loads(config_path.read_text())
+    except (OSError, ValueError) as e:
+        raise UserError(f"--model {spec!r}: cannot read {config_path} ({e}): {_LOCAL_HINT}") from e
+    archs = config.get("architectures") or []
+    if any(a.endswith("ForCausalLM") for a in archs):
+        return
+    if not archs and _is_causal_model_type(config.get("model_type")):
+        return  # some exporters omit `architectures`; the model type still tells us
+    kind = ", ".join(archs) or f"model_type {config.get('model_type')!r}"
+    raise UserError(f"--model {spec!r} is not a causal LM ({kind}): {_LOCAL_HINT}")
+
+
+def _is_causal_model_type(model_type: str | None) -> bool:
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    return model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+
+# --- fingerprints -------------------------------------------------------------------------------
+
+def fingerprint(path: Path, extra: str = "") -> str:
+    """sha256 over config, tokenizer files and weight identity, cheap even for 7B checkpoints.
+
+    Weight identity is (name, size), the safetensors header (dtypes, shapes, offsets) and a
+    content digest: whole files up to 8 MiB, else 16 evenly spaced 64 KiB windows. Headers and
+    sizes alone do not change when same-shape weights are retrained; the sampled bytes do.
+    """
+    h = hashlib.sha256(f"tselect-fingerprint-v1\0{extra}\0".encode())
+    h.update((path / "config.json").read_bytes())
+    for name in _TOKENIZER_FILES:
+        if (path / name).is_file():
+            h.update(f"\0{name}\0".encode() + (path / name).read_bytes())
+    for f in sorted(p for p in path.iterdir() if p.is_file() and p.name.endswith(_WEIGHT_SUFFIXES)):
+        size = f.stat().st_size
+        h.update(f"\0{f.name}\0{size}\0".encode())
+        with open(f, "rb") as fh:
+            if f.suffix == ".safetensors" and size >= 8:
+                (n,) = struct.unpack("<Q", fh.read(8))  # little-endian u64 header length
+                h.update(fh.read(min(n, size - 8)))
+            _digest_content(fh, size, h)
+    return h.hexdigest()
+
+
+def _digest_content(fh, size: int, h) -> None:
+    if size <= _FULL_HASH_LIMIT:
+        fh.seek(0)
+        while chunk := fh.read(_CHUNK):
+            h.update(chunk)
+        return
+    step = (size - _SAMPLE_BYTES) // (_SAMPLES - 1)
+    for i in range(_SAMPLES):
+        fh.seek(i * step)
+        h.update(fh.read(_SAMPLE_BYTES))
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a file, remembered in the cache keyed by (path, size, mtime) to skip rehashing."""
+    st = path.stat()
+    key = os.fspath(path.resolve())
+    stamp = {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    index_path = cache_dir() / "sha256.json"
+    try:
+        index = json.loads(index_path.read_text())
+    except (OSError, ValueError):
+        index = {}
+    hit = index.get(key)
+    if hit and {k: hit.get(k) for k in stamp} == stamp:
+        return hit["sha256"]
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            h.update(chunk)
+    index[key] = {**stamp, "sha256": h.hexdigest()}
+    _write_json_atomic(index_path, index)  # last writer wins; a lost entry only costs a rehash
+    return h.hexdigest()
+
+
+def _write_json_atomic(path: Path, obj) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(obj, fh, indent=1, sort_keys=True)
+    os.replace(tmp, path)
+
+
+# --- the embedded GGUF --------------------------------------------------------------------------
+
+def _resolve_builtin(spec: str) -> ModelRef:
+    name = spec.split(":", 1)[1]
+    if name not in BUILTIN_MODELS:
+        choices = ", ".join(f"builtin:{n}" for n in BUILTIN_MODELS)
+        raise UserError(f"--model {spec!r} is not a built-in model: choose one of {choices}, or {_LOCAL_HINT}")
+    gguf = assets.locate(name)
+    digest = file_sha256(gguf)
+    target = cache_dir() / "models" / f"{name}-{digest[:16]}"
+    if not target.is_dir():  # the directory appears only by atomic rename, so present = complete
+        _convert_locked(gguf, target, assets.ASSETS[name]["install"])
+    return ModelRef(spec, target, fingerprint(target, extra=f"gguf:{digest}:v{_CONVERTER_VERSION}"))
+
+
+@contextmanager
+def _flock(lock_path: Path):
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)  # blocks while another process converts
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _convert_locked(gguf: Path, target: Path, install: str) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("gguf") is None:
+        raise UserError(f"reading {gguf.name} needs the `gguf` package: run `{install}`")
+    with _flock(target.parent / f"{target.name}.lock"):
+        if target.is_dir():
+            return  # another process finished the conversion while we waited
+        tmp = Path(tempfile.mkdtemp(prefix=f"{target.name}.", suffix=".part", dir=target.parent))
+        try:
+            convert_gguf(gguf, tmp)
+            os.rename(tmp, target)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+
+def convert_gguf(gguf: Path, out: Path) -> None:
+    """Dequantize a GGUF causal LM into an fp32 safetensors directory with its tokenizer."""
+    import torch
+    import transformers
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    log.info("converting %s once into %s (about 20 s on 2 cores)", gguf.name, out.parent)
+    with quiet_transformers(), _no_gguf_progress():
+        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        # fp32: the GGUF kernels dequantize to fp32 anyway, and bf16 here only adds a warning.
+        loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        config = loaded.config
+        # A GGUF-loaded model stays flagged as quantized and refuses save_pretrained; a fresh
+        # model of the same class built from the config without that flag is an ordinary one.
+        if hasattr(config, "quantization_config"):
+            del config.quantization_config
+        clean = type(loaded)(config)
+        clean.load_state_dict(loaded.state_dict())
+        clean.save_pretrained(out)
+        tok.save_pretrained(out)
+    source = {"gguf": os.fspath(gguf), "sha256": file_sha256(gguf), "converter": _CONVERTER_VERSION,
+              "transformers": transformers.__version__, "torch": torch.__version__}
+    (out / "tselect_source.json").write_text(json.dumps(source, indent=1) + "\n")
+
+
+@contextmanager
+def _no_gguf_progress():
+    # transformers draws the de-quantization bar with a bare tqdm that ignores its own
+    # progress-bar switch; a pass-through stands in for it during the one-time conversion.
+    from transformers import modeling_gguf_pytorch_utils as gguf_utils
+
+    original = getattr(gguf_utils, "tqdm", None)
+    if original is not None:
+        gguf_utils.tqdm = lambda iterable, *args, **kwargs: iterable
+    try:
+        yield
+    finally:
+        if original is not None:
+            gguf_utils.tqdm = original
+
+
+# --- loading ------------------------------------------------------------------------------------
+
+@contextmanager
+def quiet_transformers():
+    """Silence transformers' info logs, progress bars and warnings for the duration of a load."""
+    from transformers.utils import logging as hf_logging
+
+    level, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        hf_logging.set_verbosity(level)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+def default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def set_threads(n: int | None = None) -> int:
+    """torch intra-op threads: `n`, else `$TSELECT_THREADS`, else every core. Returns the count."""
+    import torch
+
+    raw = n if n is not None else os.environ.get("TSELECT_THREADS")
+    try:
+        count = int(raw) if raw not in (None, "") else (os.cpu_count() or 1)
+    except ValueError:
+        raise UserError(f"TSELECT_THREADS={raw!r} is not an integer: set it to a thread count such as 4") from None
+    if count < 1:
+        raise UserError(f"thread count {count} must be at least 1: set TSELECT_THREADS to a positive integer")
+    torch.set_num_threads(count)
+    return count
+
+
+_DTYPES = {"bf16": "bfloat16", "bfloat16": "bfloat16", "fp16": "float16", "float16": "float16",
+           "fp32": "float32", "float32": "float32"}
+
+
+def _torch_dtype(dtype, device: str):
+    import torch
+
+    if dtype is None:
+        # bf16 halves memory on GPUs; CPUs lack fast bf16 kernels, so stay in fp32 there.
+        return torch.bfloat16 if device.startswith("cuda") else torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if str(dtype) not in _DTYPES:
+        raise UserError(f"dtype {dtype!r} is not supported: use one of bf16, fp16, fp32")
+    return getattr(torch, _DTYPES[str(dtype)])
+
+
+def load_tokenizer(ref: ModelRef):
+    """The model's tokenizer, with a pad token guaranteed.
+
+    Batches are right-padded with an attention mask and padded labels are -100, so the pad id
+    never reaches attention or the loss; reusing EOS as pad is therefore harmless and lets
+    causal LMs that ship without a pad token (Llama, Mistral) batch at all.
+    """
+    from transformers import AutoTokenizer
+
+    with quiet_transformers():
+        try:
+            tok = AutoTokenizer.from_pretrained(ref.path, local_files_only=True)
+        except (OSError, ValueError) as e:
+            raise UserError(f"cannot load a tokenizer from {ref.path} ({_first_line(e)}): {_LOCAL_HINT}") from e
+    if tok.pad_token is None:
+        if tok.eos_token is None:
+            raise UserError(f"the tokenizer in {ref.path} has neither a pad nor an EOS token: add one to its tokenizer_config.json")
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_model(ref: ModelRef, dtype=None, device: str | None = None):
+    """(model in eval mode on `device`, tokenizer). Defaults: cuda + bf16 if available, else cpu + fp32."""
+    from transformers import AutoModelForCausalLM
+
+    device = str(device or default_device())
+    torch_dtype = _torch_dtype(dtype, device)
+    with quiet_transformers():
+        try:
+            model = AutoModelForCausalLM.from_pretrained(ref.path, dtype=torch_dtype, local_files_only=True)
+        except Exception as e:  # transformers raises OSError/ValueError/RuntimeError/SafetensorError alike
+            raise UserError(f"cannot load a causal LM from {ref.path} ({_first_line(e)}): {_LOCAL_HINT}") from e
+    model.to(device)
+    model.eval()
+    return model, load_tokenizer(ref)
+
+
+def load_embedder(name_or_path: str | None = None):
+    """A SentenceTransformer: the embedded all-MiniLM-L6-v2 by default, or a local ST directory."""
+    from sentence_transformers import SentenceTransformer
+
+    if name_or_path in (None, "", "builtin:minilm"):
+        path = assets.locate("minilm")
+    else:
+        path = Path(name_or_path).expanduser()
+        if not (path / "modules.json").is_file() and not (path / "config.json").is_file():
+            raise UserError(f"--embedder {name_or_path!r} is not a local sentence-transformers directory "
+                            "(no modules.json or config.json): pass one, or omit --embedder for the embedded MiniLM")
+    with quiet_transformers():
+        return SentenceTransformer(os.fspath(path), device=default_device(), local_files_only=True)
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__

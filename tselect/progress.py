@@ -1,0 +1,44 @@
+"""Progress bars on stderr (rich), the one place stages report progress from.
+
+Stages call `track(...)`; the bar is drawn only when stderr is a terminal or
+TSELECT_PROGRESS=1, so logs and CI output stay clean.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterable, Iterator
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+def enabled() -> bool:
+    flag = os.environ.get("TSELECT_PROGRESS")
+    if flag is not None:
+        return flag not in ("0", "", "false")
+    return sys.stderr.isatty()
+
+
+def track(items: Iterable[T], total: int | None, description: str) -> Iterator[T]:
+    if not enabled():
+        yield from items
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn())
+    with Progress(*columns, console=Console(stderr=True), transient=False) as bar:
+        task = bar.add_task(description, total=total)
+        for item in items:
+            yield item
+            bar.advance(task)
+
+
+def note(message: str) -> None:
+    """A one-line status message on stderr (never stdout, which carries artifact ids)."""
+    from rich.console import Console
+
+    Console(stderr=True, highlight=False).print(message)

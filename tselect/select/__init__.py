@@ -1,0 +1,127 @@
+"""The select stage: features (and optional scores) → an ordered list of pool indices."""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tselect import artifacts, progress, store
+from tselect.errors import UserError
+from tselect.select.inputs import SelectInputs
+from tselect.select.registry import SELECTORS
+
+
+@dataclass(frozen=True)
+class SelectConfig:
+    features: str
+    """Feature artifact id (from `tselect featurize`)."""
+    selector: str
+    """A key of SELECTORS."""
+    budget: int | None = None
+    """Number of examples to order; None = the whole pool (every budget is a prefix)."""
+    seed: int = 0
+    """Seed for selectors that draw random numbers."""
+    params: tuple[tuple[str, str], ...] = ()
+    """Selector parameters as (name, value) pairs, e.g. (("eps", "0.01"),)."""
+    scores: str | None = None
+    """Score artifact id, for score-based selectors."""
+    exclude: tuple[str, ...] = ()
+    """Selection artifact ids whose examples must not be chosen (strict_random)."""
+
+
+def parse_params(selector: str, pairs: tuple[tuple[str, str], ...]):
+    """Build the selector's parameter dataclass from string pairs, converting by field type."""
+    cls = SELECTORS[selector].params
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for name, raw in pairs:
+        if name not in fields:
+            valid = ", ".join(fields) or "none"
+            raise UserError(f"selector '{selector}' has no parameter '{name}'; valid parameters: {valid}")
+        values[name] = _convert(raw, hints[name], name)
+    try:
+        return cls(**values)
+    except (ValueError, TypeError) as e:
+        raise UserError(f"bad parameter for selector '{selector}': {e}") from None
+
+
+def _convert(raw: str, hint, name: str):
+    base = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
+    kind = base[0]
+    if raw.lower() in ("none", "null") and type(None) in typing.get_args(hint):
+        return None
+    try:
+        if kind is bool:
+            return raw.lower() in ("1", "true", "yes", "on")
+        if kind in (int, float, str):
+            return kind(float(raw)) if kind is int and "e" in raw.lower() else kind(raw)
+        if typing.get_origin(kind) is tuple:
+            return tuple(float(x) for x in raw.split(","))
+    except ValueError:
+        raise UserError(f"parameter '{name}' expects {getattr(kind, '__name__', kind)}, got '{raw}'") from None
+    return raw
+
+
+def _load_inputs(cfg: SelectConfig, root: Path, needs: frozenset[str]) -> tuple[SelectInputs, dict]:
+    feat_art = artifacts.resolve(root, cfg.features, stage="featurize")
+    feats = store.open_features(feat_art.path)
+    inp = SelectInputs(n_pool=feats.n_pool, sim=feats.similarity(), pool_features=feats.pools,
+                       query_features=feats.queries, weights=feats.weights,
+                       query_subtasks=feat_art.record.get("query_subtasks"))
+    ids = {"features": feat_art.id}
+    if cfg.scores is not None or "scores" in needs:
+        if cfg.scores is None:
+            raise UserError(f"selector '{cfg.selector}' orders by a score artifact; pass --scores ID (from `tselect score`)")
+        score_art = artifacts.resolve(root, cfg.scores, stage="scores")
+        if score_art.inputs.get("pool") != feat_art.inputs.get("pool"):
+            raise UserError(f"score artifact {score_art.id} was computed on another pool than {feat_art.id}; score the same pool")
+        inp.scores = store.read_array(artifacts.checked_path(score_art, "scores.npy"))
+        ids["scores"] = score_art.id
+    if cfg.exclude:
+        sels = [artifacts.resolve(root, s, stage="select") for s in cfg.exclude]
+        inp.exclude = np.unique(np.concatenate([store.read_indices(artifacts.checked_path(s, "indices.json")) for s in sels]))
+        ids["exclude"] = ",".join(sorted(s.id for s in sels))
+    return inp, ids
+
+
+def run(cfg: SelectConfig, root: Path) -> str:
+    if cfg.selector not in SELECTORS:
+        raise UserError(f"unknown selector '{cfg.selector}'; choose one of {', '.join(SELECTORS)}")
+    sel = SELECTORS[cfg.selector]
+    params = parse_params(cfg.selector, cfg.params)
+    inp, ids = _load_inputs(cfg, root, sel.needs)
+    budget = inp.n_pool if cfg.budget is None else cfg.budget
+    if not 1 <= budget <= inp.n_pool:
+        raise UserError(f"--budget {cfg.budget} is outside 1..{inp.n_pool} (the pool size); pass a smaller budget or omit it")
+    hashed = artifacts.config_dict(cfg)  # input artifacts enter through `ids`
+    for key in ("features", "scores", "exclude"):
+        hashed.pop(key)
+    hashed["params"] = dataclasses.asdict(params)
+
+    def write(build: artifacts.Build) -> None:
+        try:
+            out = sel.fn(inp, budget, params, cfg.seed)
+        except ValueError as e:
+            raise UserError(f"selector '{cfg.selector}': {e}") from None
+        # A selector may return (order, score of each chosen example) to record what it used.
+        order, used = out if isinstance(out, tuple) else (out, None)
+        order = np.asarray(order, dtype=np.int64)
+        _check_order(order, inp.n_pool)
+        extra = {"scores": None if used is None else [round(float(x), 6) for x in used]}
+        store.write_indices(build.path / "indices.json", order, extra)
+        build.record(selector=cfg.selector, n_selected=int(order.size), n_pool=inp.n_pool)
+
+    aid = artifacts.produce(root, "select", hashed, ids, write)
+    progress.note(f"select {cfg.selector}: {budget} of {inp.n_pool} → {aid}")
+    return aid
+
+
+def _check_order(order: np.ndarray, n_pool: int) -> None:
+    # Internal invariants of every selector: distinct, in-range indices.
+    assert order.ndim == 1 and np.unique(order).size == order.size, "selector returned duplicates"
+    assert order.size == 0 or (order.min() >= 0 and order.max() < n_pool), "selector index out of range"
