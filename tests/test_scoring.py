@@ -7,17 +7,15 @@ import pytest
 torch = pytest.importorskip("torch")
 torch.set_num_threads(1)
 
-from tiny_model import build_tiny_model  # noqa: E402
-
 from tselect.metrics import mc_accuracy  # noqa: E402
 from tselect.scoring import IGNORE, continuation_loglikes, encode_pair, token_losses  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
+def tiny(tiny_model_dir):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    path = build_tiny_model(tmp_path_factory.mktemp("tiny"))
+    path = tiny_model_dir
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
     # add_bos_token: the context gets a BOS, so the test can check none lands mid-sequence.
     return model, AutoTokenizer.from_pretrained(path, add_bos_token=True)

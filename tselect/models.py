@@ -171,7 +171,8 @@ def _resolve_builtin(spec: str) -> ModelRef:
         raise UserError(f"--model {spec!r} is not a built-in model: choose one of {choices}, or {_LOCAL_HINT}")
     gguf = assets.locate(name)
     digest = file_sha256(gguf)
-    target = cache_dir() / "models" / f"{name}-{digest[:16]}"
+    version = "" if _CONVERTER_VERSION == 1 else f"-v{_CONVERTER_VERSION}"  # a new recipe, a new dir
+    target = cache_dir() / "models" / f"{name}-{digest[:16]}{version}"
     if not target.is_dir():  # the directory appears only by atomic rename, so present = complete
         _convert_locked(gguf, target, assets.ASSETS[name]["install"])
     return ModelRef(spec, target, fingerprint(target, extra=f"gguf:{digest}:v{_CONVERTER_VERSION}"))
@@ -199,6 +200,7 @@ def _convert_locked(gguf: Path, target: Path, install: str) -> None:
         tmp = Path(tempfile.mkdtemp(prefix=f"{target.name}.", suffix=".part", dir=target.parent))
         try:
             convert_gguf(gguf, tmp)
+            tmp.chmod(0o755)  # mkdtemp makes it private; the cache may be shared between users
             os.rename(tmp, target)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)

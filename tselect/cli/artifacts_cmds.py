@@ -125,3 +125,32 @@ def assets():
         where = str(a.get("path") or a.get("install", ""))
         table.add_row(a["name"], a.get("role", ""), "yes" if a["installed"] else "no", size, a.get("license", ""), where)
     Console(stderr=True).print(table)
+
+
+@app.command()
+def mix(
+    selections: Annotated[list[str], typer.Argument(help="Selection ids to compare (same pool)")],
+    budget: Annotated[int | None, typer.Option(help="Compare the first K of each order")] = None,
+    key: Annotated[str, typer.Option(help="Example meta field to group by")] = "source_task",
+    top: Annotated[int, typer.Option(help="Show this many groups")] = 12,
+    store: StoreOpt = None,
+):
+    """Source-task mix of selections next to the pool's: is the selection enriched for the target?"""
+    from rich.console import Console
+    from rich.table import Table
+
+    from tselect import artifacts as A
+    from tselect.composition import mix_table
+    from tselect.lineage import load_pool, selection_indices
+
+    r = root(store)
+    arts = [A.resolve(r, s, stage="select") for s in selections]
+    pool = load_pool(r, arts[0])
+    labels = [str(ex.meta.get(key, "?")) for ex in pool.examples]
+    names = {f"{a.record.get('selector', a.id)} ({a.id[-6:]})": selection_indices(a, budget) for a in arts}
+    tasks, rows = mix_table(labels, names)
+    table = Table(key, "pool", *names, title=f"share of each {key} (first {budget or 'all'})")
+    for t, row in list(zip(tasks, rows))[:top]:
+        table.add_row(t, *(f"{100 * v:5.1f}%" for v in row))
+    Console(stderr=True).print(table)
+    emit(arts[0].id)

@@ -113,13 +113,18 @@ def _rng(task: str, purpose: str):
     return np.random.default_rng([SEED, zlib.crc32(f"{task}:{purpose}".encode("utf-8"))])
 
 
-def _unique_questions(rows: list[Record]) -> list[Record]:
-    """First row per question text: near-duplicates (PIQA repeats goals) never straddle splits."""
-    seen: set[str] = set()
+def _item_key(record: Record) -> tuple:
+    # exact duplicates only: MMLU reuses generic stems ("Which of the following statements is true?")
+    return record["question"], tuple(record.get("choices") or record["answers"]), record.get("subtask")
+
+
+def _unique(rows: tuple[Record, ...]) -> list[Record]:
+    """First row per item key, in the given order."""
+    seen: set[tuple] = set()
     out = []
     for r in rows:
-        if r["question"] not in seen:
-            seen.add(r["question"])
+        if _item_key(r) not in seen:
+            seen.add(_item_key(r))
             out.append(r)
     return out
 
@@ -128,6 +133,8 @@ def _unique_questions(rows: list[Record]) -> list[Record]:
 def _pool_walk(task: str, n: int) -> tuple[tuple[Record, Example], ...]:
     """The first n distinct examples of the task's seeded walk; smaller n gives a prefix."""
     rows = [r for split in POOL_SPLITS.get(task, ("validation",)) for r in records(task, split)]
+    # a pooled task that is also a target (MMLU) keeps its query questions out of the pool
+    reserved = {r["question"] for r in query_rows(task)} if task in TARGETS else set()
     templates = TEMPLATES[task]
     rng = _rng(task, "pool")
     order = rng.permutation(len(rows))  # [n_rows]
@@ -137,6 +144,8 @@ def _pool_walk(task: str, n: int) -> tuple[tuple[Record, Example], ...]:
     for i in order:
         if len(out) == n:
             break
+        if rows[i]["question"] in reserved:
+            continue
         ex = _pool_example(task, rows[i], templates[choice[i]])
         if ex.id not in seen:
             seen.add(ex.id)
@@ -165,19 +174,27 @@ def _target_example(task: str, record: Record) -> Example:
 
 
 @lru_cache(maxsize=None)
-def target_rows(task: str) -> tuple[tuple[Record, ...], tuple[Record, ...]]:
-    """(query rows, eval rows) of a target, disjoint by question text."""
+def query_rows(task: str) -> tuple[Record, ...]:
+    """A target's query rows: a seeded sample of query_size distinct items (or all of them)."""
     spec = TARGETS[task]
-    query = _unique_questions(list(records(task, spec.query_split)))
+    rows = _unique(records(task, spec.query_split))
     if spec.query_size is not None:
-        query = [query[i] for i in _rng(task, "query").permutation(len(query))[: spec.query_size]]
-    taken = {r["question"] for r in query}
+        rows = [rows[i] for i in _rng(task, "query").permutation(len(rows))[: spec.query_size]]
+    return tuple(rows)
+
+
+@lru_cache(maxsize=None)
+def eval_rows(task: str) -> tuple[Record, ...]:
+    """A target's eval rows: distinct items sharing no question text with the query or the pool."""
+    spec = TARGETS[task]
+    taken = {r["question"] for r in query_rows(task)}
     if task in POOL_TASKS:  # never evaluate on a row the pool may train on
         taken |= {r["question"] for r, _ in _pool_walk(task, POOL_PER_TASK["pool"])}
-    rest = [r for r in _unique_questions(list(records(task, spec.eval_split))) if r["question"] not in taken]
+    rows = [r for r in _unique(records(task, spec.eval_split)) if r["question"] not in taken]
     if spec.eval_cap is not None:
-        rest = [rest[i] for i in _rng(task, "eval").permutation(len(rest))[: spec.eval_cap]]
-    return tuple(query), tuple(rest)
+        # a seeded sample when capped; otherwise file order (MMLU: subjects by name)
+        rows = [rows[i] for i in _rng(task, "eval").permutation(len(rows))[: spec.eval_cap]]
+    return tuple(rows)
 
 
 def _dedup(examples: list[Example]) -> tuple[Example, ...]:
@@ -203,11 +220,12 @@ def load_builtin(name: str) -> Dataset:
     parts = key.split(":")[1:]  # ["pool"] | ["sciq"] | ["sciq", "eval"]
     if parts[0] in POOL_PER_TASK:
         n = POOL_PER_TASK[parts[0]]
-        examples = [ex for task in POOL_TASKS for _, ex in _pool_walk(task, n)]
+        # fresh meta dicts: the walk is cached and callers may annotate what they get
+        examples = [Example(ex.id, ex.messages, dict(ex.meta)) for task in POOL_TASKS for _, ex in _pool_walk(task, n)]
         meta: dict[str, Any] = {"kind": "pool", "per_task": n}
     else:
         task, split = parts[0], ("eval" if len(parts) == 2 else "query")
-        rows = target_rows(task)[1 if split == "eval" else 0]
+        rows = eval_rows(task) if split == "eval" else query_rows(task)
         examples = [_target_example(task, r) for r in rows]
         meta = {"kind": "target", "task": task, "split": split}
     dataset = Dataset(name=key, examples=_dedup(examples), meta={**meta, "seed": SEED})

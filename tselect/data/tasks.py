@@ -61,7 +61,8 @@ def _keyed_mc(question: str, choices: Any, answer_key: str) -> Record | None:
     labels = list(choices["label"])
     if answer_key not in labels:
         return None
-    return {"question": question.strip(), "choices": list(choices["text"]), "gold": labels.index(answer_key)}
+    # one-line questions: collapse stray double spaces ("Where are  you ...")
+    return {"question": " ".join(question.split()), "choices": list(choices["text"]), "gold": labels.index(answer_key)}
 
 
 def parse_arc(row: dict[str, Any]) -> Record | None:
@@ -153,7 +154,7 @@ def parse_cb(row: dict[str, Any]) -> Record | None:
 def parse_copa(row: dict[str, Any]) -> Record | None:
     # question is "cause" or "effect"; label 0/1 picks choice1/choice2
     premise = row["premise"].strip()
-    return {"question": premise, "premise": premise, "relation": row["question"],
+    return {"question": premise, "premise": premise, "clause": premise.rstrip("."), "relation": row["question"],
             "connector": "because" if row["question"] == "cause" else "so",
             "choices": [row["choice1"], row["choice2"]], "gold": _int(row["label"])}
 
@@ -164,9 +165,13 @@ def parse_nq_open(row: dict[str, Any]) -> Record | None:
 
 
 def parse_trivia_qa(row: dict[str, Any]) -> Record | None:
+    # `value` is sometimes shouted ("RIVER ESK"); prefer an alias spelling the same words in mixed case
     answer = _lit(row["answer"])
-    answers = [answer["value"]] + [a for a in answer["aliases"] if a != answer["value"]]
-    return {"question": row["question"].strip(), "answers": answers} if answer["value"].strip() else None
+    value = answer["value"].strip()
+    if value.isupper():
+        value = next((a for a in answer["aliases"] if a.lower() == value.lower() and not a.isupper()), value)
+    answers = [value] + [a for a in answer["aliases"] if a != value]
+    return {"question": row["question"].strip(), "answers": answers} if value else None
 
 
 def parse_sciq(row: dict[str, Any]) -> Record | None:

@@ -121,8 +121,8 @@ TEMPLATES: dict[str, tuple[Template, ...]] = {
         T("rte_plain", "{premise}\n\nDoes this mean that \"{hypothesis}\"? Answer yes or no.", "{answer}"),
         T("rte_premise", "Premise: {premise}\nHypothesis: {hypothesis}\n\nDoes the premise entail the "
           "hypothesis?", "{Answer}."),
-        T("rte_claim", "Passage: {premise}\n\nCan we conclude from the passage that {hypothesis} (yes or no)",
-          "{answer}"),
+        T("rte_claim", "Passage: {premise}\nClaim: {hypothesis}\n\nDoes the claim follow from the passage? "
+          "Answer yes or no.", "{answer}"),
     ),
     "mrpc": (
         T("mrpc_plain", "Sentence 1: {sentence1}\nSentence 2: {sentence2}\n\nDo these two sentences mean the "
@@ -140,8 +140,7 @@ TEMPLATES: dict[str, tuple[Template, ...]] = {
     ),
     "copa": (
         T("copa_plain", "{premise}\n\nWhat was the {relation}?\n{options}", "{answer}"),
-        T("copa_connector", "Complete the sentence with the more plausible option ({or_list}):\n"
-          "{premise} {connector} ...", "{answer}"),
+        T("copa_connector", "Complete the sentence: \"{clause} {connector} ...\"\n\n{options}", "{answer}"),
         T("copa_letter", "Which is the more likely {relation} of this: \"{premise}\"\n\n{options}",
           "{letter}. {answer}"),
     ),

@@ -12,16 +12,23 @@ from tselect.featurize.config import FeaturizeConfig
 
 
 def identity(cfg: FeaturizeConfig) -> dict[str, str]:
-    from tselect.models import embedder_fingerprint
+    from tselect import assets
+    from tselect.errors import UserError
+    from tselect.models import fingerprint
 
-    return {"embedder": embedder_fingerprint(cfg.model)}
+    path = assets.locate("minilm") if cfg.model in (None, "", "builtin:minilm") else Path(cfg.model).expanduser()
+    if not (path / "config.json").is_file():
+        raise UserError(f"--model {cfg.model} is not a local sentence-transformers directory (no config.json); "
+                        "pass one, or omit --model for the embedded all-MiniLM-L6-v2")
+    return {"embedder": fingerprint(path)}
 
 
 def run(cfg: FeaturizeConfig, pool: Dataset, query: Dataset, group: Path) -> dict:
     from tselect.models import load_embedder
 
     model = load_embedder(cfg.model)
-    dim = int(model.get_sentence_embedding_dimension())
+    dim_of = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+    dim = int(dim_of())
 
     def encode(texts: list[str]) -> np.ndarray:  # [b, dim]
         return np.asarray(model.encode(texts, batch_size=len(texts), convert_to_numpy=True,

@@ -1,0 +1,113 @@
+"""Artifact ids, the .part → rename commit, concurrency and corruption detection."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import time
+
+import pytest
+
+from tselect import artifacts as A
+from tselect.errors import UserError
+
+
+def _write(text: str):
+    def write(build: A.Build) -> None:
+        (build.path / "out.txt").write_text(text)
+        build.record(n=1)
+
+    return write
+
+
+def test_id_is_stable_and_sensitive():
+    a = A.compute_id("select", {"k": 1, "b": [1, 2]}, {"features": "x"})
+    assert a == A.compute_id("select", {"b": [1, 2], "k": 1}, {"features": "x"})  # key order irrelevant
+    assert a.startswith("select-") and len(a) == len("select-") + 16
+    assert a != A.compute_id("select", {"k": 2, "b": [1, 2]}, {"features": "x"})
+    assert a != A.compute_id("select", {"k": 1, "b": [1, 2]}, {"features": "y"})
+    assert a != A.compute_id("featurize", {"k": 1, "b": [1, 2]}, {"features": "x"})
+
+
+def test_golden_id():
+    # Pinned: changing hashing silently would orphan every user's store.
+    assert A.compute_id("select", {"k": 1}, {}) == "select-" + A.hashlib.sha256(
+        b'{"config":{"k":1},"inputs":{},"schema":1,"stage":"select"}').hexdigest()[:16]
+
+
+def test_produce_writes_manifest_and_is_noop_on_rerun(tmp_path):
+    calls = []
+
+    def write(build):
+        calls.append(1)
+        _write("hello")(build)
+
+    aid = A.produce(tmp_path, "select", {"k": 1}, {}, write)
+    assert A.produce(tmp_path, "select", {"k": 1}, {}, write) == aid
+    assert calls == [1]
+    art = A.resolve(tmp_path, aid[:12])
+    assert art.manifest["files"]["out.txt"]["size"] == 5
+    assert art.record == {"n": 1}
+    assert not list(tmp_path.glob("select/*.part"))
+    assert A.verify(art) == []
+
+
+def test_crash_leaves_no_artifact(tmp_path):
+    def boom(build):
+        (build.path / "half.txt").write_text("partial")
+        raise RuntimeError("killed")
+
+    with pytest.raises(RuntimeError):
+        A.produce(tmp_path, "select", {"k": 1}, {}, boom)
+    assert not A.exists(tmp_path, A.compute_id("select", {"k": 1}, {}))
+    with pytest.raises(UserError, match="no artifact"):
+        A.resolve(tmp_path, "select-")
+    # The next run starts from a clean .part (non-resumable stage) and completes.
+    aid = A.produce(tmp_path, "select", {"k": 1}, {}, _write("ok"))
+    assert sorted(A.resolve(tmp_path, aid).manifest["files"]) == ["out.txt"]
+
+
+def test_corruption_is_detected(tmp_path):
+    aid = A.produce(tmp_path, "select", {"k": 1}, {}, _write("hello"))
+    art = A.resolve(tmp_path, aid)
+    (art.path / "out.txt").write_text("hellO")
+    assert A.verify(art) == ["out.txt: checksum mismatch"]
+    with pytest.raises(UserError, match="corrupt"):
+        A.checked_path(art, "out.txt")
+
+
+def test_wrong_stage_and_ambiguous_prefix(tmp_path):
+    a = A.produce(tmp_path, "select", {"k": 1}, {}, _write("1"))
+    A.produce(tmp_path, "select", {"k": 2}, {}, _write("2"))
+    with pytest.raises(UserError, match="select artifact"):
+        A.resolve(tmp_path, a, stage="featurize")
+    with pytest.raises(UserError, match="ambiguous"):
+        A.resolve(tmp_path, "select-")
+
+
+def _slow_produce(root, q):
+    def write(build):
+        time.sleep(0.5)
+        (build.path / "out.txt").write_text(str(time.time()))
+
+    q.put(A.produce(root, "select", {"k": 9}, {}, write))
+
+
+def test_concurrent_identical_runs_make_one_artifact(tmp_path):
+    q = mp.get_context("fork").Queue()
+    procs = [mp.get_context("fork").Process(target=_slow_produce, args=(tmp_path, q)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(20)
+    ids = {q.get(timeout=5), q.get(timeout=5)}
+    assert len(ids) == 1
+    art = A.resolve(tmp_path, ids.pop())
+    assert A.verify(art) == [] and json.loads((art.path / "manifest.json").read_text())["id"] == art.id
+
+
+def test_unwritable_store_is_a_user_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(UserError, match="not writable"):
+        A.produce(blocker / "store", "select", {"k": 1}, {}, _write("1"))

@@ -1,0 +1,167 @@
+"""Random projections of per-example gradients, seeded by parameter name.
+
+A projector maps one parameter's per-example gradient [B, *shape] to [B, dim]. The projection
+of the concatenated gradient of many parameters is the SUM of the per-parameter projections,
+each with its own randomness, so the full [B, P] gradient never has to exist in memory.
+
+Randomness is a pure function of (f"{name}:{seed}", coordinate): polynomial hashes modulo the
+Mersenne prime 2^31-1 whose coefficients come from SHAKE-256 of the key. Every entry can be
+recomputed anywhere — any shard, host, device, block size or torch version gives the same
+matrix — so nothing is stored. Degree-3 polynomials are 4-wise independent, which is what the
+JL/CountSketch variance bounds assume.
+
+Imports torch at module top: only the featurize stage imports this module, lazily.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from typing import Protocol
+
+import numpy as np
+import torch
+
+MERSENNE = (1 << 31) - 1  # p; coordinates and coefficients live in [0, p)
+DEGREE = 3  # polynomial degree: 4-wise independent hash family
+
+
+class Projector(Protocol):
+    """Maps one named parameter's per-example gradient g [B, *shape] to [B, dim] (fp32)."""
+
+    dim: int
+    seed: int
+
+    def project(self, name: str, g: torch.Tensor) -> torch.Tensor: ...
+
+
+def hash_coefficients(key: str, n: int) -> np.ndarray:
+    """n integers in [0, p) drawn from SHAKE-256(key): stable across processes and hosts."""
+    raw = hashlib.shake_256(key.encode("utf-8")).digest(8 * n)
+    return (np.frombuffer(raw, dtype="<u8") % np.uint64(MERSENNE)).astype(np.int64)
+
+
+def _mod_p(y: torch.Tensor) -> torch.Tensor:
+    # y in [0, 2^63): fold twice using 2^31 ≡ 1 (mod p), then one conditional subtract.
+    y = (y & MERSENNE) + (y >> 31)
+    y = (y & MERSENNE) + (y >> 31)
+    return torch.where(y >= MERSENNE, y - MERSENNE, y)
+
+
+def poly_hash(x: torch.Tensor, coeffs: torch.Tensor) -> torch.Tensor:
+    """h(x) = Σ_k c_k x^k mod p by Horner, int64 throughout without overflow.
+
+    x: int64 in [0, p), any shape; coeffs [DEGREE+1, *cshape] (highest power first), broadcast
+    against x. Every product is < 2^62, so int64 arithmetic is exact on every device.
+    """
+    h = coeffs[0]
+    for c in coeffs[1:]:
+        h = _mod_p(h * x + c)
+    return h
+
+
+def _check_numel(name: str, numel: int) -> None:
+    if numel >= MERSENNE:
+        raise ValueError(f"parameter {name!r} has {numel} entries; projections hash coordinates "
+                         f"below 2^31-1, so split it into smaller named pieces")
+
+
+class SparseJL:
+    """CountSketch / sparse JL: each coordinate adds ±1/√s into `s` buckets, one per block.
+
+    The dim outputs are split into s blocks of dim/s; coordinate i lands in one hashed bucket of
+    every block with an independent hashed sign, so its s buckets are always distinct. Cost is
+    O(s·P) per example with no matmul — the fast choice on CPU. Bucket/sign tables are cached
+    per (name, numel, device): s·P int64 + s·P fp32 values.
+    """
+
+    def __init__(self, dim: int, seed: int = 0, s: int = 1):
+        if dim < 1 or s < 1 or dim % s:
+            raise ValueError(f"SparseJL needs dim divisible by s >= 1, got dim={dim}, s={s}")
+        self.dim, self.seed, self.s = dim, seed, s
+        self._tables: dict[tuple[str, int, torch.device], tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def _table(self, name: str, numel: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        key = (name, numel, device)
+        if key not in self._tables:
+            _check_numel(name, numel)
+            width = self.dim // self.s
+            # [s, 2, DEGREE+1]: per block, bucket coefficients then sign coefficients.
+            c = torch.from_numpy(hash_coefficients(f"{name}:{self.seed}", self.s * 2 * (DEGREE + 1)))
+            c = c.view(self.s, 2, DEGREE + 1, 1).to(device)
+            x = torch.arange(numel, dtype=torch.int64, device=device)  # [P]
+            blocks = torch.arange(self.s, device=device)[:, None] * width  # [s, 1]
+            idx = torch.stack([poly_hash(x, c[k, 0]) for k in range(self.s)]) % width + blocks  # [s, P]
+            bit = torch.stack([poly_hash(x, c[k, 1]) for k in range(self.s)]) & 1  # [s, P]
+            sign = (bit * 2 - 1).to(torch.float32) / math.sqrt(self.s)
+            self._tables[key] = (idx.reshape(-1), sign.reshape(-1))  # [s·P] each
+        return self._tables[key]
+
+    def project(self, name: str, g: torch.Tensor) -> torch.Tensor:
+        flat = g.reshape(g.shape[0], -1).float()  # [B, P]
+        idx, sign = self._table(name, flat.shape[1], flat.device)
+        src = flat.repeat(1, self.s) * sign  # [B, s·P]
+        out = torch.zeros(flat.shape[0], self.dim, dtype=torch.float32, device=flat.device)
+        return out.index_add_(1, idx, src)  # [B, dim]
+
+
+class DenseRademacher:
+    """Dense JL with entries ±1/√dim, generated in row blocks and applied as fp32 matmuls.
+
+    Entry (i, j) is bit 0 of h_j(i), with independent coefficients per output column j, so any
+    block of input coordinates can be generated alone, on any device. The block height only
+    bounds memory ([block_rows, dim] int64 temporaries). Whole matrices are cached per name up
+    to `cache_bytes` in total (fp32), which makes repeated batches on small adapters cheap.
+    """
+
+    def __init__(self, dim: int, seed: int = 0, block_rows: int = 1024, cache_bytes: int = 1 << 28):
+        if dim < 1 or block_rows < 1:
+            raise ValueError(f"DenseRademacher needs dim >= 1 and block_rows >= 1, got {dim}, {block_rows}")
+        self.dim, self.seed, self.block_rows, self.cache_bytes = dim, seed, block_rows, cache_bytes
+        self._coeffs: dict[tuple[str, torch.device], torch.Tensor] = {}
+        self._cache: dict[tuple[str, int, torch.device], torch.Tensor] = {}
+        self._cached = 0
+
+    def block(self, name: str, start: int, stop: int, device: torch.device) -> torch.Tensor:
+        """Rows start:stop of the [P, dim] matrix for `name`, fp32 ±1/√dim."""
+        key = (name, device)
+        if key not in self._coeffs:
+            c = hash_coefficients(f"{name}:{self.seed}", (DEGREE + 1) * self.dim)
+            self._coeffs[key] = torch.from_numpy(c).view(DEGREE + 1, 1, self.dim).to(device)
+        x = torch.arange(start, stop, dtype=torch.int64, device=device)[:, None]  # [rows, 1]
+        bit = poly_hash(x, self._coeffs[key]) & 1  # [rows, dim]
+        return (bit * 2 - 1).to(torch.float32) * (1.0 / math.sqrt(self.dim))
+
+    def _matrix(self, name: str, numel: int, device: torch.device) -> torch.Tensor | None:
+        key = (name, numel, device)
+        if key not in self._cache:
+            size = numel * self.dim * 4
+            if self._cached + size > self.cache_bytes:
+                return None
+            self._cache[key] = torch.cat([self.block(name, s, min(s + self.block_rows, numel), device)
+                                          for s in range(0, numel, self.block_rows)])
+            self._cached += size
+        return self._cache[key]
+
+    def project(self, name: str, g: torch.Tensor) -> torch.Tensor:
+        flat = g.reshape(g.shape[0], -1).float()  # [B, P]
+        numel = flat.shape[1]
+        _check_numel(name, numel)
+        full = self._matrix(name, numel, flat.device)
+        if full is not None:
+            return flat @ full  # [B, P] @ [P, dim]
+        out = torch.zeros(flat.shape[0], self.dim, dtype=torch.float32, device=flat.device)
+        for s in range(0, numel, self.block_rows):
+            e = min(s + self.block_rows, numel)
+            out.addmm_(flat[:, s:e], self.block(name, s, e, flat.device))  # fp32 accumulation
+        return out
+
+
+PROJECTIONS: dict[str, type] = {"sjlt": SparseJL, "rademacher": DenseRademacher}
+
+
+def make_projector(kind: str, dim: int, seed: int = 0) -> Projector:
+    """PROJECTIONS[kind](dim, seed); an unknown kind names the valid ones."""
+    if kind not in PROJECTIONS:
+        raise ValueError(f"unknown projection {kind!r}; choose one of {', '.join(PROJECTIONS)}")
+    return PROJECTIONS[kind](dim=dim, seed=seed)

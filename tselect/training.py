@@ -1,0 +1,261 @@
+"""Supervised fine-tuning on encoded rows (LoRA or full), through the HF Trainer.
+
+Rows carry `input_ids` and `labels` (-100 outside the response). The objective is the token-mean
+cross-entropy over all label tokens of an optimizer step: the Trainer counts label tokens across
+the accumulated micro-batches, so 2 accumulation steps of batch 1 optimize the same loss as one
+batch of 2. Data order comes from a numpy Generator seeded by (seed, epoch), independent of the
+torch RNG, so the order is the same on any device.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tselect.errors import UserError
+
+IGNORE = -100
+
+# Attention projections are LoRA's classic targets in these families; others get peft's
+# "all-linear" (every linear layer except the output head).
+_ATTENTION_FAMILIES = {"llama", "qwen2", "qwen3", "mistral", "smollm3"}
+_ATTENTION_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    method: str = "lora"
+    """"lora" (adapter on a frozen base) or "full" (every weight trains)."""
+    lora_r: int = 8
+    """LoRA rank."""
+    lora_alpha: int = 16
+    """LoRA scaling numerator (the update is scaled by alpha / r)."""
+    lora_dropout: float = 0.05
+    """Dropout on the LoRA input."""
+    target_modules: tuple[str, ...] = ()
+    """Module names LoRA wraps; empty = q/k/v/o_proj for llama/qwen/mistral/smollm, else all-linear."""
+    lr: float = 1e-4
+    """Peak learning rate of AdamW (linear warmup, then linear decay to 0)."""
+    epochs: int = 2
+    """Passes over the rows."""
+    batch_size: int = 4
+    """Rows per forward pass (micro-batch)."""
+    effective_batch_size: int = 16
+    """Rows per optimizer step; a multiple of batch_size (gradient accumulation makes up the rest)."""
+    warmup_ratio: float = 0.03
+    """Fraction of optimizer steps spent warming up, in [0, 1)."""
+    weight_decay: float = 0.0
+    """AdamW weight decay (not applied to biases and norms)."""
+    max_grad_norm: float = 1.0
+    """Gradient clipping norm; 0 disables clipping."""
+    max_length: int = 512
+    """Tokens kept per row (right-truncated)."""
+    seed: int = 0
+    """Seeds LoRA init, dropout and the data order."""
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise UserError(f"method={self.method!r} is unknown; use one of {sorted(METHODS)}")
+        if self.batch_size < 1 or self.effective_batch_size % self.batch_size:
+            raise UserError(f"effective_batch_size={self.effective_batch_size} must be a positive multiple of "
+                            f"batch_size={self.batch_size}")
+        if not 0.0 <= self.warmup_ratio < 1.0:
+            raise UserError(f"warmup_ratio={self.warmup_ratio} must be in [0, 1)")
+        if self.epochs < 1 or self.lr <= 0 or self.max_length < 2:
+            raise UserError(f"epochs={self.epochs}, lr={self.lr}, max_length={self.max_length}: "
+                            "need epochs >= 1, lr > 0, max_length >= 2")
+
+    @property
+    def grad_accum(self) -> int:
+        return self.effective_batch_size // self.batch_size
+
+
+@dataclass
+class TrainResult:
+    model: Any  # the trained model (a PeftModel for "lora"), in eval mode
+    losses: list[float]  # token-mean training loss of each optimizer step
+    lrs: list[float]  # learning rate used at each optimizer step
+    cost: dict[str, Any] = field(default_factory=dict)  # wall_seconds, tokens_seen, examples_per_second, device, ...
+
+
+def default_target_modules(model) -> list[str] | str:
+    family = getattr(getattr(model, "config", None), "model_type", "")
+    return list(_ATTENTION_MODULES) if family in _ATTENTION_FAMILIES else "all-linear"
+
+
+def _prepare_lora(model, cfg: TrainConfig):
+    """Wrap in a LoRA adapter; only the adapter trains. Init is seeded without touching global RNG."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    targets = list(cfg.target_modules) or default_target_modules(model)
+    lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                      target_modules=targets, bias="none", task_type="CAUSAL_LM")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        return get_peft_model(model, lora)
+
+
+def _prepare_full(model, cfg: TrainConfig):
+    """Full fine-tuning: every parameter trains."""
+    model.requires_grad_(True)
+    return model
+
+
+METHODS: dict[str, Callable] = {"lora": _prepare_lora, "full": _prepare_full}
+
+
+def _as_row(row, max_length: int) -> dict[str, list[int]]:
+    ids = row["input_ids"] if isinstance(row, dict) else row.input_ids
+    labels = row["labels"] if isinstance(row, dict) else row.labels
+    return {"input_ids": list(ids)[:max_length], "labels": list(labels)[:max_length]}
+
+
+class _Collator:
+    """Right-pads a micro-batch; counts the real tokens it hands out (for the cost record)."""
+
+    def __init__(self, pad_id: int):
+        self.pad_id = pad_id
+        self.tokens_seen = 0
+
+    def __call__(self, rows: list[dict[str, list[int]]]) -> dict[str, Any]:
+        import torch
+
+        width = max(len(r["input_ids"]) for r in rows)
+        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)  # [B, T]
+        mask = torch.zeros((len(rows), width), dtype=torch.long)  # [B, T]
+        labels = torch.full((len(rows), width), IGNORE, dtype=torch.long)  # [B, T]
+        for b, r in enumerate(rows):
+            n = len(r["input_ids"])
+            ids[b, :n] = torch.tensor(r["input_ids"])
+            mask[b, :n] = 1
+            labels[b, :n] = torch.tensor(r["labels"])
+        self.tokens_seen += int(mask.sum())
+        return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+def _epoch_sampler(n: int, seed: int):
+    """A sampler whose epoch-e order is numpy default_rng((seed, e)).permutation(n)."""
+    from torch.utils.data import Sampler
+
+    class EpochPermutation(Sampler):
+        def __init__(self):
+            self.epoch = 0
+
+        def set_epoch(self, epoch: int):  # called by the Trainer/accelerate before each epoch
+            self.epoch = epoch
+
+        def __len__(self):
+            return n
+
+        def __iter__(self):
+            return iter(np.random.default_rng((seed, self.epoch)).permutation(n).tolist())
+
+    return EpochPermutation()
+
+
+def _training_args(cfg: TrainConfig, out_dir: str):
+    import torch
+    from transformers import TrainingArguments
+
+    cuda = torch.cuda.is_available()
+    return TrainingArguments(
+        output_dir=out_dir, per_device_train_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.grad_accum, num_train_epochs=cfg.epochs,
+        learning_rate=cfg.lr, lr_scheduler_type="linear",
+        warmup_steps=cfg.warmup_ratio,  # transformers 5: a float < 1 is a ratio of total steps
+        weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm,
+        optim="adamw_torch_fused" if cuda else "adamw_torch",
+        bf16=cuda and torch.cuda.is_bf16_supported(),  # autocast; fp32 on CPU
+        use_cpu=not cuda, seed=cfg.seed, data_seed=cfg.seed,
+        logging_strategy="steps", logging_steps=1, save_strategy="no", eval_strategy="no",
+        report_to=[], disable_tqdm=True, dataloader_num_workers=0, dataloader_pin_memory=cuda,
+        remove_unused_columns=False,
+    )
+
+
+def _make_trainer(model, rows, cfg: TrainConfig, collator: _Collator, out_dir: str, on_step):
+    from transformers import Trainer, TrainerCallback
+    from transformers.trainer_callback import PrinterCallback
+
+    class SeededTrainer(Trainer):
+        def _get_train_sampler(self, train_dataset=None):
+            return _epoch_sampler(len(rows), cfg.seed)
+
+    class StepReporter(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if on_step is not None and logs and "loss" in logs:
+                on_step(state.global_step, state.max_steps, logs["loss"])
+
+    trainer = SeededTrainer(model=model, args=_training_args(cfg, out_dir), train_dataset=rows,
+                            data_collator=collator, callbacks=[StepReporter()])
+    trainer.remove_callback(PrinterCallback)  # it prints every log dict to stdout
+    return trainer
+
+
+def train(model, rows: Sequence, cfg: TrainConfig, pad_id: int,
+          on_step: Callable[[int, int, float], None] | None = None) -> TrainResult:
+    """Fine-tune `model` on `rows` (EncodedRow or {"input_ids","labels"} dicts) per `cfg`.
+
+    on_step(step, total_steps, loss) is called after each optimizer step (for progress output).
+    """
+    import torch
+
+    data = [_as_row(r, cfg.max_length) for r in rows]
+    if not data:
+        raise UserError("no training rows: the selection is empty or every row was skipped; check the selection")
+    model = METHODS[cfg.method](model, cfg)
+    collator = _Collator(pad_id)
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="tselect-train-") as out_dir:
+        trainer = _make_trainer(model, data, cfg, collator, out_dir, on_step)
+        trainer.train()
+    wall = time.perf_counter() - start
+    logs = [h for h in trainer.state.log_history if "loss" in h]
+    trained = trainer.model.eval()
+    cost = {
+        "wall_seconds": round(wall, 3),
+        "tokens_seen": collator.tokens_seen,
+        "examples_seen": len(data) * cfg.epochs,
+        "examples_per_second": round(len(data) * cfg.epochs / max(wall, 1e-9), 3),
+        "optimizer_steps": trainer.state.global_step,
+        "trainable_params": sum(p.numel() for p in trained.parameters() if p.requires_grad),
+        "device": str(next(trained.parameters()).device),
+        "dtype": "bf16-autocast" if trainer.args.bf16 else "fp32",
+        "torch_threads": torch.get_num_threads(),
+    }
+    return TrainResult(trained, [float(h["loss"]) for h in logs], [float(h["learning_rate"]) for h in logs], cost)
+
+
+def expected_steps(n_rows: int, cfg: TrainConfig) -> int:
+    """Optimizer steps a run takes: the last accumulation of an epoch may be short."""
+    return cfg.epochs * math.ceil(math.ceil(n_rows / cfg.batch_size) / cfg.grad_accum)
+
+
+def save_adapter(model, directory: str | Path) -> Path:
+    """Write adapter_config.json + adapter_model.safetensors, loadable by PeftModel.from_pretrained."""
+    from peft import PeftModel
+
+    if not isinstance(model, PeftModel):
+        raise UserError("save_adapter needs a LoRA-trained model; a method='full' model is saved with save_full")
+    directory = Path(directory)
+    # save_embedding_layers=False: embeddings never train here, and "auto" may query the Hub.
+    model.save_pretrained(str(directory), safe_serialization=True, save_embedding_layers=False)
+    return directory
+
+
+def save_full(model, directory: str | Path) -> Path:
+    """Write the whole fine-tuned model as safetensors (loadable with from_pretrained)."""
+    directory = Path(directory)
+    model.save_pretrained(str(directory), safe_serialization=True)
+    return directory
+
+
+SAVERS: dict[str, Callable] = {"lora": save_adapter, "full": save_full}
