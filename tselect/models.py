@@ -12,7 +12,6 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
-import logging
 import os
 import shutil
 import struct
@@ -25,13 +24,12 @@ from pathlib import Path
 from tselect import assets
 from tselect.errors import UserError
 
-log = logging.getLogger(__name__)
-
 DEFAULT_MODEL = "builtin:smollm2"
 BUILTIN_MODELS = ("smollm2",)  # `builtin:<name>` -> the GGUF asset of the same name
 _CONVERTER_VERSION = 1  # bump when the conversion recipe changes the output
 _CHUNK = 1 << 20
-_LOCAL_HINT = "pass a local Hugging Face causal-LM directory (with config.json), or omit --model for the embedded SmolLM2"
+_LOCAL_HINT = ("pass a local Hugging Face causal-LM directory (with config.json), "
+               "or omit --model for the embedded SmolLM2")
 
 # Files whose bytes decide what the model computes, besides config.json and the weights.
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
@@ -83,16 +81,13 @@ def _check_causal_lm(path: Path, spec: str) -> None:
     archs = config.get("architectures") or []
     if any(a.endswith("ForCausalLM") for a in archs):
         return
-    if not archs and _is_causal_model_type(config.get("model_type")):
-        return  # some exporters omit `architectures`; the model type still tells us
+    if not archs:  # some exporters omit `architectures`; the model type still tells us
+        from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+        if config.get("model_type") in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+            return
     kind = ", ".join(archs) or f"model_type {config.get('model_type')!r}"
     raise UserError(f"--model {spec!r} is not a causal LM ({kind}): {_LOCAL_HINT}")
-
-
-def _is_causal_model_type(model_type: str | None) -> bool:
-    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
-
-    return model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
 
 # --- fingerprints -------------------------------------------------------------------------------
@@ -120,12 +115,15 @@ def fingerprint(path: Path, extra: str = "") -> str:
     return h.hexdigest()
 
 
+def _hash_stream(fh, h) -> None:
+    while chunk := fh.read(_CHUNK):  # 1 MiB at a time: flat memory for any file size
+        h.update(chunk)
+
+
 def _digest_content(fh, size: int, h) -> None:
     if size <= _FULL_HASH_LIMIT:
         fh.seek(0)
-        while chunk := fh.read(_CHUNK):
-            h.update(chunk)
-        return
+        return _hash_stream(fh, h)
     step = (size - _SAMPLE_BYTES) // (_SAMPLES - 1)
     for i in range(_SAMPLES):
         fh.seek(i * step)
@@ -147,8 +145,7 @@ def file_sha256(path: Path) -> str:
         return hit["sha256"]
     h = hashlib.sha256()
     with open(path, "rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            h.update(chunk)
+        _hash_stream(fh, h)
     index[key] = {**stamp, "sha256": h.hexdigest()}
     _write_json_atomic(index_path, index)  # last writer wins; a lost entry only costs a rehash
     return h.hexdigest()
@@ -197,6 +194,8 @@ def _convert_locked(gguf: Path, target: Path, install: str) -> None:
     with _flock(target.parent / f"{target.name}.lock"):
         if target.is_dir():
             return  # another process finished the conversion while we waited
+        for stale in target.parent.glob(f"{target.name}.*.part"):  # left by a killed converter
+            shutil.rmtree(stale, ignore_errors=True)
         tmp = Path(tempfile.mkdtemp(prefix=f"{target.name}.", suffix=".part", dir=target.parent))
         try:
             convert_gguf(gguf, tmp)
@@ -213,7 +212,9 @@ def convert_gguf(gguf: Path, out: Path) -> None:
     import transformers
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    log.info("converting %s once into %s (about 20 s on 2 cores)", gguf.name, out.parent)
+    from tselect.progress import note
+
+    note(f"converting {gguf.name} once into {out.parent} (about 25 s on 2 cores)")
     with quiet_transformers(), _no_gguf_progress():
         tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         # fp32: the GGUF kernels dequantize to fp32 anyway, and bf16 here only adds a warning.
@@ -232,20 +233,14 @@ def convert_gguf(gguf: Path, out: Path) -> None:
     (out / "tselect_source.json").write_text(json.dumps(source, indent=1) + "\n")
 
 
-@contextmanager
 def _no_gguf_progress():
     # transformers draws the de-quantization bar with a bare tqdm that ignores its own
     # progress-bar switch; a pass-through stands in for it during the one-time conversion.
+    from unittest import mock
+
     from transformers import modeling_gguf_pytorch_utils as gguf_utils
 
-    original = getattr(gguf_utils, "tqdm", None)
-    if original is not None:
-        gguf_utils.tqdm = lambda iterable, *args, **kwargs: iterable
-    try:
-        yield
-    finally:
-        if original is not None:
-            gguf_utils.tqdm = original
+    return mock.patch.object(gguf_utils, "tqdm", lambda iterable, *args, **kwargs: iterable, create=True)
 
 
 # --- loading ------------------------------------------------------------------------------------
@@ -278,19 +273,18 @@ def set_threads(n: int | None = None) -> int:
     """torch intra-op threads: `n`, else `$TSELECT_THREADS`, else every core. Returns the count."""
     import torch
 
-    raw = n if n is not None else os.environ.get("TSELECT_THREADS")
+    raw = n if n is not None else os.environ.get("TSELECT_THREADS") or os.cpu_count() or 1
     try:
-        count = int(raw) if raw not in (None, "") else (os.cpu_count() or 1)
+        count = int(raw)
     except ValueError:
-        raise UserError(f"TSELECT_THREADS={raw!r} is not an integer: set it to a thread count such as 4") from None
+        count = 0
     if count < 1:
-        raise UserError(f"thread count {count} must be at least 1: set TSELECT_THREADS to a positive integer")
+        raise UserError(f"TSELECT_THREADS={raw!r} is not a positive integer: set it to a thread count such as 4")
     torch.set_num_threads(count)
     return count
 
 
-_DTYPES = {"bf16": "bfloat16", "bfloat16": "bfloat16", "fp16": "float16", "float16": "float16",
-           "fp32": "float32", "float32": "float32"}
+_DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}  # short name -> torch name
 
 
 def _torch_dtype(dtype, device: str):
@@ -301,9 +295,10 @@ def _torch_dtype(dtype, device: str):
         return torch.bfloat16 if device.startswith("cuda") else torch.float32
     if isinstance(dtype, torch.dtype):
         return dtype
-    if str(dtype) not in _DTYPES:
+    name = _DTYPES.get(str(dtype), str(dtype))
+    if name not in _DTYPES.values():
         raise UserError(f"dtype {dtype!r} is not supported: use one of bf16, fp16, fp32")
-    return getattr(torch, _DTYPES[str(dtype)])
+    return getattr(torch, name)
 
 
 def load_tokenizer(ref: ModelRef):
@@ -322,7 +317,8 @@ def load_tokenizer(ref: ModelRef):
             raise UserError(f"cannot load a tokenizer from {ref.path} ({_first_line(e)}): {_LOCAL_HINT}") from e
     if tok.pad_token is None:
         if tok.eos_token is None:
-            raise UserError(f"the tokenizer in {ref.path} has neither a pad nor an EOS token: add one to its tokenizer_config.json")
+            raise UserError(f"the tokenizer in {ref.path} has neither a pad nor an EOS token: "
+                            "add a pad_token to its tokenizer_config.json")
         tok.pad_token = tok.eos_token
     return tok
 

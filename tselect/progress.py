@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -35,6 +36,32 @@ def track(items: Iterable[T], total: int | None, description: str) -> Iterator[T
         for item in items:
             yield item
             bar.advance(task)
+
+
+class _Null:
+    def advance(self, n: int = 1) -> None:
+        pass
+
+
+@contextmanager
+def bar(total: int, description: str) -> Iterator["_Null"]:
+    """A progress bar advanced by hand (`b.advance(n)`), for work finer than one loop item."""
+    if not enabled():
+        yield _Null()
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn())
+    with Progress(*columns, console=Console(stderr=True)) as p:
+        task = p.add_task(description, total=total)
+
+        class _Bar:
+            def advance(self, n: int = 1) -> None:
+                p.advance(task, n)
+
+        yield _Bar()
 
 
 def note(message: str) -> None:

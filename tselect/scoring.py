@@ -87,19 +87,23 @@ def _split_whitespace(context: str, continuation: str) -> tuple[str, str]:
 
 def encode_pair(tokenizer, context: str, continuation: str, max_length: int) -> tuple[list[int], int]:
     """(ids, n_context): context with the tokenizer's default specials (a BOS if it adds one),
-    continuation with add_special_tokens=False so no BOS lands mid-sequence.
+    continuation with add_special_tokens=False so no BOS lands mid-sequence."""
+    context, continuation = _split_whitespace(context, continuation)
+    ctx = list(tokenizer(context)["input_ids"]) if context else []
+    cont = list(tokenizer(continuation, add_special_tokens=False)["input_ids"])
+    return fit_pair(tokenizer, ctx, cont, max_length, what=continuation)
+
+
+def fit_pair(tokenizer, ctx: list[int], cont: list[int], max_length: int, what: str = "") -> tuple[list[int], int]:
+    """Join context and continuation ids into (ids, n_context) of at most max_length tokens.
 
     An empty context gets the BOS (else EOS) token so the first continuation token has a
     prefix to be predicted from. Overlong pairs lose context tokens from the left.
     """
-    context, continuation = _split_whitespace(context, continuation)
-    ctx = list(tokenizer(context)["input_ids"]) if context else []
-    cont = list(tokenizer(continuation, add_special_tokens=False)["input_ids"])
     if not ctx:
-        start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
-        ctx = [start]
+        ctx = [tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id]
     if not cont:
-        raise UserError(f"continuation {continuation!r} encodes to no tokens; give every choice non-empty text")
+        raise UserError(f"continuation {what!r} encodes to no tokens; give every choice non-empty text")
     if len(cont) >= max_length:
         raise UserError(f"a continuation of {len(cont)} tokens does not fit max_length={max_length}; "
                         "raise max_length or shorten the choice")
@@ -107,26 +111,40 @@ def encode_pair(tokenizer, context: str, continuation: str, max_length: int) -> 
     return ctx + cont, len(ctx)
 
 
+def loglikes_from_ids(model, pairs: Sequence[tuple[list[int], int]], pad_id: int,
+                      batch_size: int = 8) -> list[float]:
+    """Summed log-prob of ids[n_context:] given ids[:n_context], for each (ids, n_context).
+
+    Batched longest first so batches pad little; results come back in input order.
+    """
+    order = sorted(range(len(pairs)), key=lambda k: (-len(pairs[k][0]), k))
+    out = [0.0] * len(pairs)
+    for s in range(0, len(order), batch_size):
+        chunk = order[s : s + batch_size]
+        ids, mask, labels = _pad_batch([pairs[k] for k in chunk], pad_id)
+        for k, score in zip(chunk, token_losses(model, ids, mask, labels).sum_logprob.tolist()):
+            out[k] = float(score)
+    return out
+
+
+def pad_id_of(tokenizer) -> int:
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+
 def continuation_loglikes(model, tokenizer, contexts: Sequence[str], continuations: Sequence[Sequence[str]],
                           batch_size: int = 8, max_length: int | None = None) -> list[list[float]]:
     """Summed log-prob of each continuation given its context: out[i][c] for continuations[i][c].
 
-    All (context, continuation) pairs are batched together, longest first so batches pad little,
-    then scattered back. max_length defaults to the model's max_position_embeddings.
+    All (context, continuation) pairs are scored in one batched pass (see loglikes_from_ids).
+    max_length defaults to the model's max_position_embeddings.
     """
     if len(contexts) != len(continuations):
         raise ValueError(f"{len(contexts)} contexts but {len(continuations)} continuation lists")
     max_length = max_length or getattr(model.config, "max_position_embeddings", 2048)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    pairs = [(i, c) for i, conts in enumerate(continuations) for c in range(len(conts))]
-    encoded = [encode_pair(tokenizer, contexts[i], continuations[i][c], max_length) for i, c in pairs]
-    order = sorted(range(len(pairs)), key=lambda k: (-len(encoded[k][0]), k))
+    where = [(i, c) for i, conts in enumerate(continuations) for c in range(len(conts))]
+    pairs = [encode_pair(tokenizer, contexts[i], continuations[i][c], max_length) for i, c in where]
+    flat = loglikes_from_ids(model, pairs, pad_id_of(tokenizer), batch_size)
     out = [[0.0] * len(conts) for conts in continuations]
-    for s in range(0, len(order), batch_size):
-        chunk = order[s : s + batch_size]
-        ids, mask, labels = _pad_batch([encoded[k] for k in chunk], pad_id)
-        scores = token_losses(model, ids, mask, labels).sum_logprob.tolist()
-        for k, score in zip(chunk, scores):
-            i, c = pairs[k]
-            out[i][c] = float(score)
+    for (i, c), score in zip(where, flat):
+        out[i][c] = score
     return out

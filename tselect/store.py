@@ -72,6 +72,9 @@ class RowWriter:
             if arr.shape != (n, dim) or arr.dtype != np.dtype(dtype):
                 raise ValueError(f"existing array {name} has shape {arr.shape}/{arr.dtype}, expected {(n, dim)}/{dtype}")
             self.array, self.done = arr, group[name + "_done"]
+            # An interrupted run may have used another chunking: resume with the layout on disk.
+            self.chunk_rows = int(arr.chunks[0])
+            self.n_chunks = int(self.done.shape[0])
         else:
             self.array = group.create_array(name, shape=(n, dim), chunks=(self.chunk_rows, dim),
                                             dtype=dtype, compressors=None, fill_value=0)

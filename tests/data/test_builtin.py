@@ -22,8 +22,9 @@ SMALL_TASKS = {"copa": 100, "cb": 56}
 
 
 def _clear_caches() -> None:
-    for fn in (builtin._read_rows, builtin.records, builtin._pool_walk, builtin.query_rows, builtin.eval_rows):
-        fn.cache_clear()
+    for cached in (builtin._read_rows, builtin.records, builtin._pool_walk, builtin.query_rows,
+                   builtin.eval_rows):
+        cached.cache_clear()
 
 
 # -- pool ------------------------------------------------------------------------------------------
@@ -123,7 +124,8 @@ def test_target_rows_are_scorable(name):
 
 def test_pinned_first_query_rows():
     # golden: a change here means the seeded split moved and every downstream artifact id with it
-    assert query_rows("sciq")[0]["question"] == "Momentum can be expressed as the product of mass and what else?"
+    sciq_first = "Momentum can be expressed as the product of mass and what else?"
+    assert query_rows("sciq")[0]["question"] == sciq_first
     assert query_rows("arc_easy")[0]["question"] == "Which of the following describes condensation?"
     assert query_rows("mmlu")[0]["subtask"] == "abstract_algebra"
 
@@ -159,11 +161,14 @@ def test_describe_builtin_matches_loads():
 # -- parsers (exact values, both typed and stringified arrow columns) -------------------------------
 
 def test_parse_sciq_puts_correct_answer_at_gold():
-    row = {"question": "Who proposed the theory of evolution by natural selection?", "distractor1": "Linnaeus",
-           "distractor2": "shaw", "distractor3": "Scopes", "correct_answer": "darwin", "support": ""}
+    row = {"question": "Who proposed the theory of evolution by natural selection?",
+           "distractor1": "Linnaeus", "distractor2": "shaw", "distractor3": "Scopes",
+           "correct_answer": "darwin", "support": ""}
     rec = tasks.parse_sciq(row)
-    assert rec["choices"] == ["darwin", "Linnaeus", "shaw", "Scopes"] and rec["gold"] == 0
-    assert builtin.records("sciq")[0] == {**rec, "support": ""}  # the same row, read from the arrow file
+    # gold = crc32(question) % 4 = 0 for this question
+    assert rec == {"question": row["question"], "support": "",
+                   "choices": ["darwin", "Linnaeus", "shaw", "Scopes"], "gold": 0}
+    assert builtin.records("sciq")[0] == rec  # the same row, read from the arrow file
 
 
 def test_parse_sciq_gold_matches_correct_answer_on_real_rows():

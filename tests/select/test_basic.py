@@ -73,3 +73,38 @@ def test_random_is_seeded_permutation_and_prefix():
 
 def test_order_by_score_drops_nan_and_breaks_ties_low():
     assert order_by_score(np.array([1.0, np.nan, 3.0, 1.0])).tolist() == [2, 0, 3]
+
+
+class CountingSimilarity(ArraySimilarity):
+    """Counts passes over the pool (each full `chunks()` iteration)."""
+
+    passes = 0
+
+    def chunks(self):
+        type(self).passes += 1
+        yield from super().chunks()
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("max_cells", [8, 40, 10_000])
+def test_round_robin_refills_stay_exact(seed, max_cells):
+    # Clustered queries fight over the same rows, and tiny cell caps force many refills.
+    rng = np.random.default_rng(seed)
+    centre = rng.random(80)
+    sim = np.stack([centre + 0.05 * rng.random(80) for _ in range(5)]).astype(np.float32)
+    sim[:, rng.integers(0, 80, size=20)] = 0.5  # ties
+    for budget in (7, 33, 80):
+        order, sims = round_robin(ArraySimilarity(sim, chunk_rows=9), budget, max_cells=max_cells)
+        want = naive_round_robin(sim, budget)
+        assert order.tolist() == want
+        assert sims.tolist() == [sim[t % 5, j] for t, j in enumerate(want)]
+
+
+def test_round_robin_collisions_cost_one_extra_pass_not_a_restart():
+    row = np.random.default_rng(7).random(5000).astype(np.float32)
+    CountingSimilarity.passes = 0
+    order, _ = round_robin(CountingSimilarity(np.stack([row] * 10), chunk_rows=512), 1000)
+    assert order.tolist() == np.lexsort((np.arange(5000), -row))[:1000].tolist()
+    # 10 identical queries share one list of L = 4·100: it runs dry after 400 picks; a single
+    # refill pass (800 unused rows each) finishes the walk instead of restarting it.
+    assert CountingSimilarity.passes == 2

@@ -119,11 +119,11 @@ def assets():
 
     from tselect.assets import describe
 
-    table = Table("asset", "role", "installed", "size", "license", "path / install")
+    table = Table("asset", "installed", "size", "license", "path (or install command)")
     for a in describe():
         size = f"{a['size_bytes'] / 1e6:.0f} MB" if a.get("size_bytes") else "-"
         where = str(a.get("path") or a.get("install", ""))
-        table.add_row(a["name"], a.get("role", ""), "yes" if a["installed"] else "no", size, a.get("license", ""), where)
+        table.add_row(a["name"], "yes" if a["installed"] else "no", size, a.get("license", "").split(";")[0], where)
     Console(stderr=True).print(table)
 
 
@@ -149,7 +149,8 @@ def mix(
     labels = [str(ex.meta.get(key, "?")) for ex in pool.examples]
     names = {f"{a.record.get('selector', a.id)} ({a.id[-6:]})": selection_indices(a, budget) for a in arts}
     tasks, rows = mix_table(labels, names)
-    table = Table(key, "pool", *names, title=f"share of each {key} (first {budget or 'all'})")
+    shown = budget or max(len(v) for v in names.values())
+    table = Table(key, "pool", *names, title=f"share of each {key} among the first {shown} selected")
     for t, row in list(zip(tasks, rows))[:top]:
         table.add_row(t, *(f"{100 * v:5.1f}%" for v in row))
     Console(stderr=True).print(table)

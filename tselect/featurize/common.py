@@ -9,27 +9,40 @@ import numpy as np
 
 from tselect import progress
 from tselect.select.similarity import l2_normalize
-from tselect.store import RowWriter
+from tselect.store import RowWriter, chunk_rows_for
 
 
 def write_unit_rows(group: Path, name: str, n: int, dim: int, dtype: str,
-                    rows_fn: Callable[[int, int], np.ndarray], label: str) -> None:
+                    rows_fn: "RowsFn", label: str) -> None:
     """Fill `<group>/<name>` [n, dim] with L2-normalized rows_fn(start, stop), chunk by chunk.
 
     Finished chunks survive an interruption; a rerun computes only the pending ones.
     """
-    writer = RowWriter(group, name, n, dim, dtype)
+    writer = RowWriter(group, name, n, dim, dtype, chunk_rows=resumable_chunk_rows(dim, dtype))
     pending = writer.pending()
-    for c in progress.track(pending, len(pending), label):
-        start, stop = writer.bounds(c)
-        writer.write(c, l2_normalize(rows_fn(start, stop)))
+    todo = sum(writer.bounds(c)[1] - writer.bounds(c)[0] for c in pending)
+    with progress.bar(todo, label) as bar:
+        for c in pending:
+            start, stop = writer.bounds(c)
+            writer.write(c, l2_normalize(rows_fn(start, stop, bar.advance)))
 
 
-def batched(fn: Callable[[list[int]], np.ndarray], batch_size: int) -> Callable[[int, int], np.ndarray]:
-    """Turn a per-batch featurizer fn(indices) -> [b, d] into rows_fn(start, stop)."""
+def resumable_chunk_rows(dim: int, dtype: str) -> int:
+    """Rows per chunk: a few MiB, but at most 1024 rows so an interruption loses little work."""
+    return min(1024, chunk_rows_for(dim, np.dtype(dtype).itemsize))
 
-    def rows(start: int, stop: int) -> np.ndarray:
-        parts = [fn(list(range(s, min(s + batch_size, stop)))) for s in range(start, stop, batch_size)]
+
+RowsFn = Callable[[int, int, Callable[[int], None]], np.ndarray]
+
+
+def batched(fn: Callable[[list[int]], np.ndarray], batch_size: int) -> RowsFn:
+    """Turn a per-batch featurizer fn(indices) -> [b, d] into rows_fn(start, stop, advance)."""
+
+    def rows(start: int, stop: int, advance: Callable[[int], None]) -> np.ndarray:
+        parts = []
+        for s in range(start, stop, batch_size):
+            parts.append(fn(list(range(s, min(s + batch_size, stop)))))
+            advance(parts[-1].shape[0])
         return np.concatenate(parts, axis=0)
 
     return rows

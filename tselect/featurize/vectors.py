@@ -50,5 +50,5 @@ def run(cfg: FeaturizeConfig, pool: Dataset, query: Dataset, group: Path) -> dic
         raise UserError(f"--pool-vectors width {p.shape[1]} != --query-vectors width {q.shape[1]}; both must use the same dim")
     for name, arr in (("query", q), ("pool", p)):
         write_unit_rows(group / "0", name, arr.shape[0], arr.shape[1], cfg.dtype,
-                        lambda s, e, a=arr: np.asarray(a[s:e], dtype=np.float32), f"vectors {name}")
+                        lambda s, e, advance, a=arr: np.asarray(a[s:e], dtype=np.float32), f"vectors {name}")
     return {"dim": int(p.shape[1]), "checkpoints": ["0"], "weights": [1.0]}

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tselect.select.inputs import SelectInputs
-from tselect.select.similarity import Similarity, column_max, topk_per_query
+from tselect.select.similarity import QueryRows, Similarity, column_max, topk_per_query
 
 
 @dataclass(frozen=True)
@@ -43,47 +43,76 @@ def select_topk(inp: SelectInputs, budget: int, params: NoParams, seed: int) -> 
     return order, score[order]
 
 
-def round_robin(sim: Similarity, budget: int) -> tuple[np.ndarray, np.ndarray]:
+RR_MAX_CELLS = 8_000_000  # candidate cells M·L held at once (~100 MB with their indices)
+
+
+def round_robin(sim: Similarity, budget: int, max_cells: int = RR_MAX_CELLS) -> tuple[np.ndarray, np.ndarray]:
     """Queries take turns (file order) picking their most similar unused pool row.
 
     Each query walks its own candidate list sorted by similarity (ties to lower index) with
-    a pointer that skips rows already taken, so the cost is O(k + M·L) after a streaming
-    top-L, not an O(k·N) rescan. L starts at ~2k/M and doubles if some query exhausts its
-    list before the budget is filled (rare: it needs many conflicts among queries).
+    a pointer that skips rows already taken, so the cost is O(k + M·L) after one streaming
+    top-L pass, not an O(k·N) rescan. L = 4·⌈k/M⌉ (≥ 32) leaves room for rows other queries
+    take first. If a list still runs out, one more pass refills every query at risk (too few
+    unused candidates left for its remaining turns) with its top rows among the rows still
+    unused, and the walk resumes where it stopped. That stays exact: rows only ever get used,
+    so the first unused entry of such a list is still the query's best unused row.
     """
     m, n = sim.n_query, sim.n_pool
     budget = min(budget, n)
-    width = min(n, max(16, 2 * (budget // max(m, 1) + 1)))
-    while True:
-        vals, cand = topk_per_query(sim, width)  # [M, L] sorted
-        picked = _round_robin_from_candidates(cand, vals, budget, exhaustive=width >= n)
-        if picked is not None:
-            return picked
-        width = min(n, width * 4)
+    width = min(n, max(32, 4 * -(-budget // max(m, 1))), max(1, max_cells // max(m, 1)))
+    vals, cand = topk_per_query(sim, width)  # [M, L] sorted
+    walk = _RoundRobinWalk(list(cand), list(vals), budget, n)
+    while not walk.run():
+        queries, width = walk.refill_plan(max_cells)
+        vals, cand = topk_per_query(QueryRows(sim, queries), width, exclude=walk.used)  # [R, L']
+        for r, i in enumerate(queries):
+            walk.cand[i], walk.vals[i], walk.ptr[i] = cand[r], vals[r], 0
+    return walk.out, walk.sims
 
 
-def _round_robin_from_candidates(cand: np.ndarray, vals: np.ndarray, budget: int, exhaustive: bool):
-    """(order, similarity of each pick to the query that took it), or None if a list ran out."""
-    m, width = cand.shape
-    used = np.zeros(int(cand.max()) + 1 if cand.size else 0, dtype=bool)
-    ptr = np.zeros(m, dtype=np.int64)
-    out = np.empty(budget, dtype=np.int64)
-    sims = np.empty(budget, dtype=np.float32)
-    for t in range(budget):
-        i = t % m
-        p = ptr[i]
-        while p < width and used[cand[i, p]]:
-            p += 1
-        if p == width:
-            if exhaustive:  # cannot happen: an exhaustive list always has an unused row
-                raise AssertionError("round-robin ran out of candidates with a full list")
-            return None  # this query's list is exhausted: widen and retry
-        j = cand[i, p]
-        used[j] = True
-        ptr[i] = p + 1
-        out[t] = j
-        sims[t] = vals[i, p]
-    return out, sims
+class _RoundRobinWalk:
+    """The round-robin state: per-query candidate lists and pointers, picks so far."""
+
+    def __init__(self, cand: list[np.ndarray], vals: list[np.ndarray], budget: int, n_pool: int):
+        self.cand, self.vals = cand, vals  # per query: pool rows [L_i] and their similarity
+        self.ptr = np.zeros(len(cand), dtype=np.int64)
+        self.used = np.zeros(n_pool, dtype=bool)
+        self.out = np.empty(budget, dtype=np.int64)
+        self.sims = np.empty(budget, dtype=np.float32)
+        self.t = 0  # next turn
+
+    def run(self) -> bool:
+        """Pick until the budget is filled (True) or the query on turn runs out of candidates."""
+        used, ptr, cand, m = self.used, self.ptr, self.cand, len(self.cand)
+        for t in range(self.t, self.out.size):
+            i = t % m
+            c, p = cand[i], ptr[i]
+            while p < c.size and used[c[p]]:
+                p += 1
+            ptr[i] = p
+            if p == c.size:
+                self.t = t
+                return False
+            used[c[p]] = True
+            ptr[i] = p + 1
+            self.out[t], self.sims[t] = c[p], self.vals[i][p]
+        self.t = self.out.size
+        return True
+
+    def refill_plan(self, max_cells: int) -> tuple[np.ndarray, int]:
+        """(queries to refill, new list length): the stuck query and every query with fewer
+        unused candidates than twice its remaining turns, each getting ~4× its remaining turns."""
+        m, t, k = len(self.cand), self.t, self.out.size
+        first = (np.arange(m) - t) % m  # turns from now until each query's next turn
+        turns = np.maximum(0, -(-(k - t - first) // m))  # [M] turns left per query
+        left = np.array([np.count_nonzero(~self.used[c[p:]]) for c, p in zip(self.cand, self.ptr)])
+        risky = left < 2 * turns
+        risky[t % m] = True  # the stuck query
+        queries = np.flatnonzero(risky)
+        longest = max(self.cand[i].size for i in queries)
+        width = max(2 * longest, 4 * int(turns.max()) + 16)
+        unused = self.used.size - int(np.count_nonzero(self.used))
+        return queries, int(min(unused, width, max(1, max_cells // queries.size)))
 
 
 def select_round_robin(inp: SelectInputs, budget: int, params: NoParams, seed: int) -> np.ndarray:

@@ -4,16 +4,24 @@ Every representation is stored as one or more checkpoints t of L2-normalized row
 (pool_t [N, d_t], query_t [M, d_t]) with weights w_t summing to 1. The similarity every
 selector sees is S = Σ_t w_t · query_t @ pool_tᵀ, shape [M, N]: plain cosine for one
 checkpoint, the LESS learning-rate-weighted sum for several.
+
+At pool scale (1M × 1k × d=8192) a pass is dominated by the fp32 matmul, so everything
+here is built to make one pass do all the work: the next pool chunk is read (and cast to
+fp32) in a background thread while the current one is multiplied, top-k lists are merged
+lazily in vectorized sorts, and a finished pass remembers max_i S[i, j] for `column_max`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+import importlib.util
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 
 import numpy as np
 
 DEFAULT_CHUNK_ROWS = 16384
+TORCH_MIN_FLOP = 2e9  # below this numpy is as fast and importing torch (~1 s) would dominate
 
 
 def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
@@ -38,6 +46,10 @@ class Similarity:
         """Yield (start, S[:, start:start+n]) float32 blocks covering the pool in order."""
         raise NotImplementedError
 
+    def cached_column_max(self) -> np.ndarray | None:
+        """max_i S[i, :] [N] if a finished pass recorded it, else None."""
+        return None
+
     def dense(self) -> np.ndarray:
         """The whole [M, N] matrix; only for pools small enough to hold it."""
         out = np.empty((self.n_query, self.n_pool), dtype=np.float32)
@@ -60,6 +72,22 @@ class ArraySimilarity(Similarity):
             yield start, self.sim[:, start : start + self.chunk_rows]
 
 
+class QueryRows(Similarity):
+    """The rows `queries` of another similarity, S[queries, :] [R, N].
+
+    Blocks are cut from the parent's full blocks (same matmul shapes), so the values are
+    bit-identical to the parent's: orderings built from either agree exactly.
+    """
+
+    def __init__(self, parent: Similarity, queries: np.ndarray):
+        self.parent, self.queries = parent, np.asarray(queries, dtype=np.int64)
+        self.n_query, self.n_pool = int(self.queries.size), parent.n_pool
+
+    def chunks(self) -> Iterator[tuple[int, np.ndarray]]:
+        for start, block in self.parent.chunks():
+            yield start, block[self.queries]
+
+
 @dataclass
 class FeatureSimilarity(Similarity):
     """Weighted sum over checkpoints of query_t @ pool_tᵀ, reading pool rows chunk by chunk.
@@ -67,70 +95,153 @@ class FeatureSimilarity(Similarity):
     pools: per checkpoint, an array-like [N, d_t] sliceable by rows (numpy or zarr arrays).
     queries: per checkpoint, [M, d_t] (small, held in memory).
     Rows are expected to be unit-norm already (the store writes them normalized).
+    chunk_rows is rounded up to whole storage chunks of a zarr pool (each read once).
     """
 
     pools: Sequence
     queries: Sequence[np.ndarray]
     weights: Sequence[float]
     chunk_rows: int = DEFAULT_CHUNK_ROWS
+    _colmax: np.ndarray | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self):
         assert len(self.pools) == len(self.queries) == len(self.weights) > 0
         self.n_pool = int(self.pools[0].shape[0])
         self.n_query = int(self.queries[0].shape[0])
-        self._q = [np.asarray(q, dtype=np.float32) for q in self.queries]
+        # w_t folded into the queries: Σ_t (w_t q_t) @ r_tᵀ, one product per checkpoint.
+        self._q = [np.float32(w) * np.asarray(q, dtype=np.float32) for q, w in zip(self.queries, self.weights)]
+        stored = getattr(self.pools[0], "chunks", None)  # zarr: (rows, d) of one storage chunk
+        if stored and stored[0] > 0:
+            self.chunk_rows = -(-self.chunk_rows // stored[0]) * stored[0]
+
+    def cached_column_max(self) -> np.ndarray | None:
+        return self._colmax
+
+    def _read(self, start: int, stop: int) -> list[np.ndarray]:
+        # Runs in the prefetch thread: file reads and the fp16→fp32 cast release the GIL.
+        return [np.asarray(pool[start:stop], dtype=np.float32) for pool in self.pools]  # [n, d_t]
 
     def chunks(self) -> Iterator[tuple[int, np.ndarray]]:
-        for start in range(0, self.n_pool, self.chunk_rows):
-            stop = min(start + self.chunk_rows, self.n_pool)
-            block = np.zeros((self.n_query, stop - start), dtype=np.float32)
-            for pool, q, w in zip(self.pools, self._q, self.weights):
-                rows = np.asarray(pool[start:stop], dtype=np.float32)  # [n, d_t]
-                block += np.float32(w) * (q @ rows.T)
-            yield start, block
+        bounds = [(s, min(s + self.chunk_rows, self.n_pool)) for s in range(0, self.n_pool, self.chunk_rows)]
+        flop = 2.0 * self.n_query * self.n_pool * sum(q.shape[1] for q in self._q)
+        matmul = _matmul(self._q, flop)
+        colmax = np.empty(self.n_pool, dtype=np.float32)
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tselect-read") as io:
+            ahead = io.submit(self._read, *bounds[0]) if bounds else None
+            for c, (start, stop) in enumerate(bounds):
+                rows = ahead.result()
+                ahead = io.submit(self._read, *bounds[c + 1]) if c + 1 < len(bounds) else None
+                block = matmul(rows)  # [M, n] float32
+                colmax[start:stop] = block.max(axis=0) if self.n_query else -np.inf
+                yield start, block
+        self._colmax = colmax  # only a completed pass covers every column
+
+
+def _matmul(queries: list[np.ndarray], flop: float) -> Callable[[list[np.ndarray]], np.ndarray]:
+    """rows (per checkpoint [n, d_t] fp32) → Σ_t q_t @ rows_tᵀ [M, n], in torch (all cores) if
+    available and the pass is big enough, else numpy. Chosen once per pass, so every chunk
+    goes through the same kernels."""
+    if flop >= TORCH_MIN_FLOP and importlib.util.find_spec("torch") is not None:
+        import torch  # lazy: only big passes pay the import
+
+        qt = [torch.from_numpy(q) for q in queries]
+
+        def torch_mm(rows: list[np.ndarray]) -> np.ndarray:
+            out = qt[0] @ torch.from_numpy(rows[0]).T
+            for q, r in zip(qt[1:], rows[1:]):
+                out.addmm_(q, torch.from_numpy(r).T)
+            return out.numpy()
+
+        return torch_mm
+
+    def numpy_mm(rows: list[np.ndarray]) -> np.ndarray:
+        out = queries[0] @ rows[0].T
+        for q, r in zip(queries[1:], rows[1:]):
+            out += q @ r.T
+        return out
+
+    return numpy_mm
 
 
 def column_max(sim: Similarity) -> np.ndarray:
-    """max_i S[i, j] for every pool row j → [N] float32."""
+    """max_i S[i, j] for every pool row j → [N] float32 (free after any finished pass)."""
+    cached = sim.cached_column_max()
+    if cached is not None:
+        return cached.copy()
     out = np.empty(sim.n_pool, dtype=np.float32)
     for start, block in sim.chunks():
         out[start : start + block.shape[1]] = block.max(axis=0)
     return out
 
 
-def topk_per_query(sim: Similarity, k: int) -> tuple[np.ndarray, np.ndarray]:
+def topk_per_query(sim: Similarity, k: int, exclude: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Each query's k most similar pool rows, streamed: (values [M, k], indices [M, k]).
 
     Rows are sorted by similarity descending, ties to the lower pool index, so results are
-    deterministic and independent of the chunk size.
+    deterministic and independent of the chunk size. `exclude` (bool [N]) masks pool rows out.
     """
-    k = min(k, sim.n_pool)
-    best_v = np.empty((sim.n_query, 0), dtype=np.float32)
-    best_i = np.empty((sim.n_query, 0), dtype=np.int64)
+    n_ok = sim.n_pool - (int(np.count_nonzero(exclude)) if exclude is not None else 0)
+    top = RunningTopK(sim.n_query, min(k, n_ok))
     for start, block in sim.chunks():
-        idx = np.broadcast_to(np.arange(start, start + block.shape[1]), block.shape)
-        vals = np.concatenate([best_v, block], axis=1)
-        inds = np.concatenate([best_i, idx], axis=1)
-        if vals.shape[1] > k:
-            # Keep a superset by partition, then exact-sort only the survivors below.
-            part = np.argpartition(-vals, k - 1, axis=1)[:, :k]
-            kth = np.take_along_axis(vals, part, axis=1).min(axis=1, keepdims=True)
-            keep = vals >= kth  # ties at the k-th value all survive, so index order decides
-            vals, inds = _sorted_rows(vals, inds, keep, k)
-        best_v, best_i = vals, inds
-    return _sort_rows(best_v, best_i)
+        skip = None if exclude is None else exclude[start : start + block.shape[1]]
+        top.push(start, block, skip)
+    return top.result()
 
 
-def _sorted_rows(vals, inds, keep, k):
-    out_v = np.empty((vals.shape[0], k), dtype=np.float32)
-    out_i = np.empty((vals.shape[0], k), dtype=np.int64)
-    for r in range(vals.shape[0]):
-        v, i = vals[r, keep[r]], inds[r, keep[r]]
-        order = np.lexsort((i, -v))[:k]
-        out_v[r], out_i[r] = v[order], i[order]
-    return out_v, out_i
+class RunningTopK:
+    """Per row, the k largest of a stream of column blocks by (value desc, index asc).
 
+    Blocks arrive in increasing column order, so once a row holds k entries a new column can
+    only enter with a value strictly above the row's k-th (an equal value loses to the older,
+    lower index). Such survivors are buffered, and merged in one vectorized sort once some
+    row has buffered k of them: for unordered data about ln(N/k) merges of O(M·k) cells each,
+    instead of a sort per chunk (or a python loop per row). Values must be finite.
+    """
 
-def _sort_rows(vals, inds):
-    order = np.lexsort((inds, -vals), axis=1) if vals.size else np.zeros(vals.shape, dtype=np.int64)
-    return np.take_along_axis(vals, order, axis=1), np.take_along_axis(inds, order, axis=1)
+    def __init__(self, m: int, k: int):
+        self.m, self.k = m, k
+        self.val = np.empty((m, 0), dtype=np.float32)  # [M, ≤k] sorted
+        self.idx = np.empty((m, 0), dtype=np.int64)
+        self.thr = np.full(m, -np.inf, dtype=np.float32)  # k-th value once a row is full
+        self.buf: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (row, value, column)
+        self.buffered = np.zeros(m, dtype=np.int64)
+
+    def push(self, start: int, block: np.ndarray, skip: np.ndarray | None = None) -> None:
+        if self.k == 0 or self.m == 0 or block.shape[1] == 0:
+            return
+        full = self.val.shape[1] == self.k  # rows fill together: all see the same columns
+        keep = block > self.thr[:, None] if full else np.ones(block.shape, dtype=bool)  # [M, n]
+        if skip is not None:
+            keep &= ~skip[None, :]
+        rows, cols = np.nonzero(keep)
+        if rows.size == 0:
+            return
+        self.buf.append((rows, block[rows, cols], cols + start))
+        self.buffered += np.bincount(rows, minlength=self.m)
+        if self.buffered.max() >= self.k:
+            self._merge()
+
+    def _merge(self) -> None:
+        rows, vals, cols = (np.concatenate(parts) for parts in zip(*self.buf))
+        self.buf, counts = [], self.buffered
+        self.buffered = np.zeros(self.m, dtype=np.int64)
+        by_row = np.argsort(rows, kind="stable")
+        rows, vals, cols = rows[by_row], vals[by_row], cols[by_row]
+        have = self.val.shape[1]
+        width = have + int(counts.max())  # [M, have + most buffered]; padding sorts last
+        pad_v = np.full((self.m, width), -np.inf, dtype=np.float32)
+        pad_i = np.full((self.m, width), np.iinfo(np.int64).max, dtype=np.int64)
+        pad_v[:, :have], pad_i[:, :have] = self.val, self.idx
+        pos = have + np.arange(rows.size) - np.repeat(np.cumsum(counts) - counts, counts)
+        pad_v[rows, pos], pad_i[rows, pos] = vals, cols
+        keep = min(self.k, have + int(counts.min()))  # rows hold equal counts until full
+        order = np.lexsort((pad_i, -pad_v), axis=1)[:, :keep]  # [M, keep]
+        self.val = np.take_along_axis(pad_v, order, axis=1)
+        self.idx = np.take_along_axis(pad_i, order, axis=1)
+        if keep == self.k:
+            self.thr = self.val[:, -1].copy()
+
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        if self.buf:
+            self._merge()
+        return self.val, self.idx

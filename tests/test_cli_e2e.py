@@ -1,0 +1,121 @@
+"""End-to-end CLI runs on CPU: tiny in-code model and toy JSONL; asserts on artifact contents."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tselect import artifacts as A
+from tselect import store as S
+
+
+def tselect(*args, store: Path, check: bool = True, env: dict | None = None):
+    full_env = {**os.environ, "TSELECT_STORE": str(store), "TSELECT_PROGRESS": "0", **(env or {})}
+    proc = subprocess.run([sys.executable, "-m", "tselect", *map(str, args)], capture_output=True, text=True, env=full_env)
+    if check:
+        assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+def last_line(proc) -> str:
+    return proc.stdout.strip().splitlines()[-1]
+
+
+def test_rds_featurize_select_export_chain(tmp_path, store, toy_data, tiny_model_dir):
+    pool, query = toy_data
+    f = last_line(tselect("featurize", "--rep", "rds", "--pool", pool, "--query", query, "--model", tiny_model_dir,
+                          "--batch-size", "5", store=store))
+    art = A.resolve(store, f)
+    feats = S.open_features(art.path)
+    assert feats.n_pool == 24 and feats.n_query == 2 and feats.attrs["dim"] == 32
+    rows = np.asarray(feats.pools[0][:], dtype=np.float32)
+    np.testing.assert_allclose(np.linalg.norm(rows, axis=1), 1.0, atol=2e-3)  # fp16 unit rows
+    # Batched, padded RDS+ rows equal one-at-a-time rows.
+    f1 = last_line(tselect("featurize", "--rep", "rds", "--pool", pool, "--query", query, "--model", tiny_model_dir,
+                           "--batch-size", "1", "--dtype", "float32", store=store))
+    rows1 = np.asarray(S.open_features(A.resolve(store, f1).path).pools[0][:])
+    np.testing.assert_allclose(rows, rows1, atol=2e-3)
+
+    s = last_line(tselect("select", "--features", f, "--selector", "round_robin", "--budget", "6", store=store))
+    order = json.loads((A.resolve(store, s).path / "indices.json").read_text())["indices"]
+    assert len(order) == 6 and len(set(order)) == 6
+    out = tmp_path / "subset.jsonl"
+    tselect("export", s, "--out", out, store=store)
+    exported = [json.loads(line) for line in out.read_text().splitlines()]
+    pool_rows = [json.loads(line) for line in pool.read_text().splitlines()]
+    assert [e["messages"] for e in exported] == [pool_rows[i]["messages"] for i in order]
+    idx_file = tmp_path / "idx.json"
+    tselect("export", s, "--out", idx_file, "--indices", "--budget", "3", store=store)
+    assert json.loads(idx_file.read_text()) == order[:3]
+
+
+def test_rerun_is_a_noop_with_same_id(store, toy_data, tmp_path):
+    pool, query = toy_data
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "p.npy", rng.normal(size=(24, 4)))
+    np.save(tmp_path / "q.npy", rng.normal(size=(2, 4)))
+    args = ("featurize", "--rep", "vectors", "--pool", pool, "--query", query,
+            "--pool-vectors", tmp_path / "p.npy", "--query-vectors", tmp_path / "q.npy")
+    first = tselect(*args, store=store)
+    manifest = (A.resolve(store, last_line(first)).path / "manifest.json").read_text()
+    second = tselect(*args, store=store)
+    assert last_line(first) == last_line(second)
+    assert (A.resolve(store, last_line(first)).path / "manifest.json").read_text() == manifest
+
+
+def test_selection_is_byte_identical_across_runs(tmp_path, toy_data):
+    pool, query = toy_data
+    rng = np.random.default_rng(1)
+    np.save(tmp_path / "p.npy", rng.normal(size=(24, 4)))
+    np.save(tmp_path / "q.npy", rng.normal(size=(2, 4)))
+    blobs = []
+    for k in range(2):
+        st = tmp_path / f"store{k}"
+        f = last_line(tselect("featurize", "--rep", "vectors", "--pool", pool, "--query", query, "--pool-vectors",
+                              tmp_path / "p.npy", "--query-vectors", tmp_path / "q.npy", store=st))
+        for sel in ("round_robin", "topk", "random"):
+            s = last_line(tselect("select", "--features", f, "--selector", sel, store=st))
+            blobs.append((sel, (A.resolve(st, s).path / "indices.json").read_bytes()))
+    assert blobs[:3] == blobs[3:]
+
+
+@pytest.mark.parametrize("args, match", [
+    (("featurize", "--rep", "nope"), "unknown representation 'nope'"),
+    (("featurize", "--rep", "vectors"), "--rep vectors needs"),
+    (("featurize", "--rep", "embed", "--pool", "missing.jsonl"), "missing.jsonl does not exist"),
+    (("select", "--features", "featurize-000"), "no artifact 'featurize-000'"),
+    (("show", "nothing"), "no artifact 'nothing'"),
+])
+def test_bad_input_exit_2_one_line_no_artifact(store, args, match):
+    proc = tselect(*args, store=store, check=False)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and match in lines[0], proc.stderr
+    assert not list(store.glob("*/*-*[!k]")) if store.exists() else True  # no artifact dirs (only .lock files)
+
+
+def test_vectors_validation(tmp_path, store, toy_data):
+    pool, query = toy_data
+    np.save(tmp_path / "p.npy", np.ones((24, 4)))
+    np.save(tmp_path / "bad.npy", np.full((2, 3), np.nan))
+    proc = tselect("featurize", "--rep", "vectors", "--pool", pool, "--query", query, "--pool-vectors",
+                   tmp_path / "p.npy", "--query-vectors", tmp_path / "bad.npy", store=store, check=False)
+    assert proc.returncode == 2 and "non-finite" in proc.stderr
+    assert not [p for p in store.glob("featurize/*") if p.is_dir() and p.suffix != ".part"]
+
+
+def test_budget_above_pool(tmp_path, store, toy_data):
+    pool, query = toy_data
+    np.save(tmp_path / "p.npy", np.random.default_rng(0).normal(size=(24, 4)))
+    np.save(tmp_path / "q.npy", np.random.default_rng(1).normal(size=(2, 4)))
+    f = last_line(tselect("featurize", "--rep", "vectors", "--pool", pool, "--query", query, "--pool-vectors",
+                          tmp_path / "p.npy", "--query-vectors", tmp_path / "q.npy", store=store))
+    proc = tselect("select", "--features", f, "--budget", "25", store=store, check=False)
+    assert proc.returncode == 2 and "outside 1..24" in proc.stderr
+    assert not list(store.glob("select/select-*[!k]"))

@@ -1,0 +1,70 @@
+"""The finetune stage on a tiny model: selection prefix → adapter artifact; whole pool; full FT."""
+
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+torch.set_num_threads(1)
+
+from tselect import artifacts  # noqa: E402
+from tselect.featurize import FeaturizeConfig  # noqa: E402
+from tselect.featurize import run as featurize  # noqa: E402
+from tselect.finetune import FinetuneConfig, run, trained_path  # noqa: E402
+from tselect.select import SelectConfig  # noqa: E402
+from tselect.select import run as select  # noqa: E402
+from tselect.training import TrainConfig, expected_steps  # noqa: E402
+
+QUICK = TrainConfig(lr=1e-2, epochs=1, batch_size=2, effective_batch_size=2, max_length=64, warmup_ratio=0.0)
+
+
+@pytest.fixture
+def selection(tmp_path, store, toy_data):
+    pool, query = toy_data
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "p.npy", rng.normal(size=(24, 4)).astype(np.float32))
+    np.save(tmp_path / "q.npy", rng.normal(size=(2, 4)).astype(np.float32))
+    fid = featurize(FeaturizeConfig(rep="vectors", pool=str(pool), query=str(query),
+                                    pool_vectors=str(tmp_path / "p.npy"), query_vectors=str(tmp_path / "q.npy")), store)
+    return select(SelectConfig(features=fid, selector="random", budget=10, seed=0), store)
+
+
+def test_selection_prefix_trains_an_adapter(store, selection, tiny_model_dir):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    aid = run(FinetuneConfig(selection=selection, budget=6, model=str(tiny_model_dir), train=QUICK), store)
+    art = artifacts.resolve(store, aid, stage="finetune")
+    assert art.record["n_train"] == 6 and art.record["n_selected"] == 6 and art.record["output"] == "adapter"
+    assert {"wall_seconds", "tokens_seen", "examples_per_second", "device"} <= set(art.record["cost"])
+    curve = json.loads((art.path / "train_curve.json").read_text())
+    assert len(curve["loss"]) == len(curve["lr"]) == expected_steps(6, QUICK) == 3
+    assert art.inputs["selection"] == selection and "model" in art.inputs
+    PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), str(trained_path(art)))
+    # same config and inputs → same id, nothing retrained
+    assert run(FinetuneConfig(selection=selection, budget=6, model=str(tiny_model_dir), train=QUICK), store) == aid
+
+
+def test_budget_beyond_selection_is_a_user_error(store, selection, tiny_model_dir):
+    from tselect.errors import UserError
+
+    with pytest.raises(UserError, match="--budget 11 is outside 1..10"):
+        run(FinetuneConfig(selection=selection, budget=11, model=str(tiny_model_dir), train=QUICK), store)
+
+
+def test_full_pool_full_finetune(store, toy_data, tiny_model_dir):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    pool, _ = toy_data
+    cfg = FinetuneConfig(selection="full", pool=str(pool), budget=4, model=str(tiny_model_dir),
+                         train=TrainConfig(**{**QUICK.__dict__, "method": "full"}))
+    art = artifacts.resolve(store, run(cfg, store), stage="finetune")
+    assert art.record["n_train"] == 4 and art.record["output"] == "model" and "pool" in art.inputs
+    AutoModelForCausalLM.from_pretrained(trained_path(art))
+    AutoTokenizer.from_pretrained(trained_path(art))
+
+
+def test_full_selection_needs_a_pool():
+    with pytest.raises(ValueError, match="--pool"):
+        FinetuneConfig(selection="full")

@@ -1,0 +1,250 @@
+"""The evaluate stage: a base model (± a finetune artifact) on a target's eval and query splits.
+
+- Query loss: each query example's token-mean cross-entropy on its answer tokens (the same
+  encoding and masking as training), averaged over examples, as in TIS's query-CE diagnostic.
+- Eval rows with `choices`/`gold` meta: log-likelihood multiple choice, acc and acc_norm
+  (length-normalized by characters, see tselect.metrics.mc_predict).
+- Eval rows with `answers` meta: greedy generation scored by exact match, token F1 and, when
+  the gold is a number, numeric match (GSM8K style).
+Per-example results are kept in metrics.json; the summary also goes into the manifest record.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tselect import artifacts, progress, store
+from tselect.errors import UserError
+from tselect.metrics import exact_match, extract_number, mc_accuracy, token_f1
+
+PLAIN_CUE = "\nAnswer:"  # plain (no chat template) prompts end with this cue, lm-eval cloze style
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    target: str = "builtin:sciq"
+    """Query split: builtin:<task> or a file; its loss is the query loss."""
+    eval_data: str | None = None
+    """Eval split; None = <target>:eval for builtin targets, else no eval split."""
+    finetune: str | None = None
+    """Finetune artifact id to evaluate; None = the base model (zero-shot)."""
+    model: str | None = None
+    """Base model dir when no finetune is given; None = the embedded SmolLM2."""
+    fmt: str | None = None
+    """Row format of target/eval files (chat, alpaca, prompt); None = auto-detect."""
+    prompt_format: str = "chat"
+    """"chat": prompts rendered with the chat template, as in training; "plain": context + "\\nAnswer:"."""
+    limit: int | None = None
+    """Use only the first N eval rows and the first N query rows."""
+    batch_size: int = 8
+    """Sequences per forward pass."""
+    max_length: int = 512
+    """Token limit per scored sequence (contexts are cut from the left)."""
+    max_new_tokens: int = 32
+    """Generation length for rows scored by exact match / F1."""
+
+    def __post_init__(self):
+        if self.prompt_format not in PROMPTS:
+            raise ValueError(f"--prompt-format {self.prompt_format!r} is unknown; use one of {', '.join(PROMPTS)}")
+        if self.limit is not None and self.limit < 1:
+            raise ValueError(f"--limit must be >= 1, got {self.limit}")
+        if self.batch_size < 1 or self.max_length < 8:
+            raise ValueError(f"--batch-size {self.batch_size} / --max-length {self.max_length}: need >= 1 / >= 8")
+
+
+# --- prompts: (tokenizer, example) -> (prompt ids, text put before each continuation) -------------
+
+def _chat_prompt(tok, ex) -> tuple[list[int], str]:
+    """Everything before the final assistant turn, plus the generation prompt, as in training."""
+    messages = list(ex.messages[:-1])
+    if getattr(tok, "chat_template", None):
+        out = tok.apply_chat_template(messages, tokenize=True, add_generation_prompt=True)
+        return list(out["input_ids"] if hasattr(out, "keys") else out), ""
+    # No template: the tulu rendering tselect.data.tokenize uses, one piece at a time like it.
+    ids = [tok.bos_token_id] if tok.bos_token_id is not None and getattr(tok, "add_bos_token", True) else []
+    for m in messages:
+        ids += tok(f"<|{m['role']}|>\n{m['content'].strip()}\n", add_special_tokens=False)["input_ids"]
+    return ids + tok("<|assistant|>\n", add_special_tokens=False)["input_ids"], ""
+
+
+def _plain_prompt(tok, ex) -> tuple[list[int], str]:
+    context = ex.meta.get("context") or ex.prompt
+    return list(tok(context + PLAIN_CUE)["input_ids"]), " "
+
+
+PROMPTS = {"chat": _chat_prompt, "plain": _plain_prompt}
+
+
+# --- the three measurements --------------------------------------------------------------------
+
+def query_losses(model, tok, examples, batch_size: int, max_length: int) -> dict[str, Any]:
+    """Token-mean CE on each example's answer tokens; loss = mean over kept examples."""
+    from tselect.data.tokenize import batches, encode, length_sorted
+    from tselect.scoring import token_losses
+
+    enc = encode(examples, tok, max_length)
+    by_row: dict[int, dict[str, Any]] = {}
+    for idx, ids, mask, labels in batches(enc.rows, batch_size, tok.pad_token_id, order=length_sorted(enc.rows)):
+        out = token_losses(model, ids, mask, labels)
+        for b, i in enumerate(idx):
+            by_row[i] = {"id": examples[enc.kept[i]].id, "loss": float(out.mean_ce[b]), "n_tokens": int(out.n_tokens[b])}
+    per = [by_row[i] for i in range(len(enc.rows))]  # back in input order
+    loss = sum(r["loss"] for r in per) / len(per) if per else float("nan")
+    return {"loss": loss, "n": len(per), "n_skipped": len(enc.skipped), "per_example": per}
+
+
+def score_mc(model, tok, examples, cfg: EvaluateConfig) -> dict[str, Any]:
+    """Log-likelihood of every choice as the continuation of the prompt; acc and acc_norm."""
+    from tselect.scoring import fit_pair, loglikes_from_ids
+
+    pairs, where = [], []
+    for i, ex in enumerate(examples):
+        prompt, sep = PROMPTS[cfg.prompt_format](tok, ex)
+        for c, choice in enumerate(ex.meta["choices"]):
+            cont = tok(sep + choice, add_special_tokens=False)["input_ids"]
+            pairs.append(fit_pair(tok, prompt, cont, cfg.max_length, what=choice))
+            where.append((i, c))
+    flat = loglikes_from_ids(model, pairs, tok.pad_token_id, cfg.batch_size)
+    lls = [[0.0] * len(ex.meta["choices"]) for ex in examples]
+    for (i, c), ll in zip(where, flat):
+        lls[i][c] = ll
+    golds = [int(ex.meta["gold"]) for ex in examples]
+    lengths = [[len(c) for c in ex.meta["choices"]] for ex in examples]  # chars, without the separator
+    res = mc_accuracy(lls, golds, lengths)
+    per = [{"id": ex.id, "loglikes": ll, "gold": g, "pred": p, "pred_norm": q}
+           for ex, ll, g, p, q in zip(examples, lls, golds, res.pred, res.pred_norm)]
+    return {"n": len(examples), "acc": res.acc, "acc_norm": res.acc_norm, "per_example": per}
+
+
+def generate_scored(model, tok, examples, cfg: EvaluateConfig) -> dict[str, Any]:
+    """Greedy answers, one prompt at a time (no left-padding subtleties), scored by EM/F1."""
+    import torch
+
+    device = next(model.parameters()).device
+    per = []
+    for ex in progress.track(examples, len(examples), "generate"):
+        prompt, _ = PROMPTS[cfg.prompt_format](tok, ex)
+        ids = torch.tensor([prompt[-(cfg.max_length - cfg.max_new_tokens):]], device=device)
+        with torch.inference_mode():
+            out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
+                                 max_new_tokens=cfg.max_new_tokens, pad_token_id=tok.pad_token_id)
+        text = tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+        pred = text.split("\n")[0].strip() if cfg.prompt_format == "plain" else text.strip()
+        golds = ex.meta["answers"] if isinstance(ex.meta["answers"], list) else [ex.meta["answers"]]
+        gold_num = extract_number(golds[0])
+        per.append({"id": ex.id, "pred": pred, "em": exact_match(pred, golds), "f1": token_f1(pred, golds),
+                    "num_em": None if gold_num is None else float(extract_number(pred) == gold_num)})
+    nums = [r["num_em"] for r in per if r["num_em"] is not None]
+    return {"n": len(per), "em": _mean([r["em"] for r in per]), "f1": _mean([r["f1"] for r in per]),
+            "num_em": _mean(nums), "n_numeric": len(nums), "per_example": per}
+
+
+def _mean(xs: list[float]) -> float | None:
+    return sum(xs) / len(xs) if xs else None
+
+
+# --- what is evaluated -------------------------------------------------------------------------
+
+def _load_adapter(art: artifacts.Artifact):
+    from peft import PeftModel
+
+    from tselect.finetune import base_model_spec, trained_path
+    from tselect.models import load_model, quiet_transformers, resolve_model
+
+    ref = resolve_model(base_model_spec(art))
+    if ref.fingerprint != art.inputs.get("model"):
+        raise UserError(f"the base model of {art.id} ({base_model_spec(art) or 'builtin:smollm2'}) changed since "
+                        "it was trained; restore it or fine-tune again")
+    model, tok = load_model(ref)
+    with quiet_transformers():
+        model = PeftModel.from_pretrained(model, str(trained_path(art))).eval()
+    return model, tok
+
+
+def _load_full(art: artifacts.Artifact):
+    from tselect.finetune import trained_path
+    from tselect.models import load_model, resolve_model
+
+    return load_model(resolve_model(str(trained_path(art))))
+
+
+LOADERS = {"adapter": _load_adapter, "model": _load_full}  # by the finetune artifact's `output`
+
+
+def _subject(cfg: EvaluateConfig, root: Path) -> tuple[dict[str, str], Any]:
+    """(identity for the artifact id, loader returning (model, tokenizer)); loads nothing yet."""
+    from tselect.models import load_model, resolve_model
+
+    if cfg.finetune is None:
+        ref = resolve_model(cfg.model)
+        return {"model": ref.fingerprint}, lambda: load_model(ref)
+    if cfg.model is not None:
+        raise UserError("--finetune already names its base model; drop --model")
+    art = artifacts.resolve(root, cfg.finetune, stage="finetune")
+    return {"finetune": art.id}, lambda: LOADERS[art.record.get("output", "adapter")](art)
+
+
+def _eval_spec(cfg: EvaluateConfig) -> str | None:
+    if cfg.eval_data is not None:
+        return cfg.eval_data
+    return f"{cfg.target}:eval" if cfg.target.startswith("builtin:") and cfg.target.count(":") == 1 else None
+
+
+def _datasets(cfg: EvaluateConfig):
+    from tselect.data import load_dataset
+
+    query = load_dataset(cfg.target, cfg.fmt)
+    spec = _eval_spec(cfg)
+    evalset = load_dataset(spec, cfg.fmt) if spec else None
+    return query, evalset
+
+
+def _measure(cfg: EvaluateConfig, model, tok, query, evalset) -> dict[str, Any]:
+    rows = list(evalset.examples[: cfg.limit]) if evalset is not None else []
+    mc_rows = [ex for ex in rows if "choices" in ex.meta and "gold" in ex.meta]
+    gen_rows = [ex for ex in rows if "answers" in ex.meta and not ("choices" in ex.meta and "gold" in ex.meta)]
+    out: dict[str, Any] = {
+        "query": query_losses(model, tok, list(query.examples[: cfg.limit]), cfg.batch_size, cfg.max_length),
+        "eval": {"n": len(rows), "n_unscored": len(rows) - len(mc_rows) - len(gen_rows)},
+    }
+    if mc_rows:
+        out["eval"]["mc"] = score_mc(model, tok, mc_rows, cfg)
+    if gen_rows:
+        out["eval"]["generation"] = generate_scored(model, tok, gen_rows, cfg)
+    return out
+
+
+def _summary(metrics: dict[str, Any]) -> dict[str, Any]:
+    ev = metrics["eval"]
+    mc, gen = ev.get("mc", {}), ev.get("generation", {})
+    return {"query_loss": metrics["query"]["loss"], "n_query": metrics["query"]["n"], "n_eval": ev["n"],
+            "acc": mc.get("acc"), "acc_norm": mc.get("acc_norm"), "em": gen.get("em"), "f1": gen.get("f1"),
+            "num_em": gen.get("num_em")}
+
+
+def run(cfg: EvaluateConfig, root: Path) -> str:
+    query, evalset = _datasets(cfg)
+    identity, load = _subject(cfg, root)
+    inputs = {**identity, "query": query.content_hash}
+    if evalset is not None:
+        inputs["eval"] = evalset.content_hash
+    hashed = artifacts.config_dict(cfg)
+    for key in ("target", "eval_data", "finetune", "model", "fmt"):  # these enter through `inputs`
+        hashed.pop(key)
+
+    def write(build: artifacts.Build) -> None:
+        model, tok = load()
+        start = time.perf_counter()
+        metrics = _measure(cfg, model, tok, query, evalset)
+        facts = {"target": cfg.target, "eval_data": _eval_spec(cfg), "finetune": cfg.finetune,
+                 "model": cfg.model, "prompt_format": cfg.prompt_format, "limit": cfg.limit}
+        store.write_json(build.path / "metrics.json", {**facts, **metrics})
+        build.record(**facts, **_summary(metrics), seconds=round(time.perf_counter() - start, 3),
+                     device=str(next(model.parameters()).device))
+
+    aid = artifacts.produce(root, "evaluate", hashed, inputs, write)
+    progress.note(f"evaluate {cfg.finetune or cfg.model or 'builtin:smollm2'} on {cfg.target} → {aid}")
+    return aid

@@ -1,0 +1,184 @@
+"""Per-example gradients of LoRA parameters from ONE batched forward/backward.
+
+For a LoRA factor y = x Wᵀ (nn.Linear, x [B, T, in], y [B, T, out]) the gradient of example
+b's loss is Σ_t g[b,t] x[b,t]ᵀ with g = ∂loss/∂y: a forward hook keeps x, a hook on y catches
+g during backward, and one bmm gives all B gradients [B, out, in]. Backpropagating the SUM of
+per-example losses keeps the examples separate, because example b's loss depends only on row
+b: with right padding and causal attention no real token ever attends to a pad, so the loss
+gradient at padded positions is exactly zero (we also zero x and g there, so activations at
+pads can never leak in).
+
+Each example's loss is its own token-mean cross-entropy over its label tokens, so its
+gradient equals what `model(ids, labels=labels).loss.backward()` gives for it alone.
+Dropout is OFF (model.eval()) while featurizing: features are deterministic and rerunnable.
+The LESS reference runs bs=1 in train mode, so LoRA dropout (0.1) perturbs its gradients.
+
+Imports torch and peft at module top: only the featurize stage imports this module, lazily.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tselect.data.tokenize import IGNORE
+
+OnGrad = Callable[[str, torch.Tensor], None]  # (param name, per-example grad [B, *shape])
+
+
+def lora_linears(model: nn.Module) -> dict[str, nn.Linear]:
+    """Qualified module name → LoRA factor Linear (lora_A / lora_B) of every active adapter."""
+    from peft.tuners.lora import LoraLayer
+
+    found: dict[str, nn.Linear] = {}
+    for mname, module in model.named_modules():
+        if not isinstance(module, LoraLayer):
+            continue
+        if module.merged:
+            raise ValueError(f"LoRA layer {mname} is merged into its base weight; unmerge it first")
+        for adapter in module.active_adapters:
+            if adapter not in module.lora_A:
+                continue
+            if adapter in getattr(module, "lora_variant", {}):
+                raise ValueError(f"{mname} uses a LoRA variant (e.g. DoRA); only plain LoRA is supported")
+            for part in ("lora_A", "lora_B"):
+                lin = getattr(module, part)[adapter]
+                if type(lin) is not nn.Linear:
+                    raise ValueError(f"{mname}.{part}.{adapter} is {type(lin).__name__}; only Linear LoRA is supported")
+                found[f"{mname}.{part}.{adapter}"] = lin
+    if not found:
+        raise ValueError("the model has no active LoRA layers; wrap it with peft.get_peft_model first")
+    return found
+
+
+def lora_param_names(model: nn.Module) -> list[str]:
+    """Names of all LoRA factor parameters, in model.named_parameters() order."""
+    wanted = {f"{m}.{p}" for m, lin in lora_linears(model).items() for p, _ in lin.named_parameters()}
+    return [n for n, _ in model.named_parameters() if n in wanted]
+
+
+def per_example_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """[B] token-mean CE over each row's label tokens (position t predicts token t+1), fp32.
+
+    A row without label tokens gets loss 0, hence a zero gradient.
+    """
+    target = labels[:, 1:]  # [B, T-1]
+    logits = logits[:, :-1].float()  # [B, T-1, V]
+    ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1),
+                         ignore_index=IGNORE, reduction="none").view(target.shape)  # [B, T-1]
+    count = (target != IGNORE).sum(1).clamp(min=1)
+    return ce.sum(1) / count
+
+
+def _check_batch(batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    ids, mask, labels = batch["input_ids"], batch["attention_mask"], batch["labels"]
+    if ids.dim() != 2 or ids.shape != mask.shape or ids.shape != labels.shape:
+        raise ValueError(f"input_ids, attention_mask and labels must share one [B, T] shape, got "
+                         f"{tuple(ids.shape)}, {tuple(mask.shape)}, {tuple(labels.shape)}")
+    if bool(((mask == 0) & (labels != IGNORE)).any()):
+        raise ValueError("labels must be -100 wherever attention_mask is 0 (padding carries no loss)")
+    return ids, mask.bool(), labels
+
+
+def _factor_grads(lin: nn.Linear, x: torch.Tensor, g: torch.Tensor, keep: torch.Tensor) -> dict[str, torch.Tensor]:
+    pad = ~keep[..., None]  # [B, T, 1]
+    x = x.float().masked_fill(pad, 0.0)  # [B, T, in]
+    g = g.float().masked_fill(pad, 0.0)  # [B, T, out]
+    out = {"weight": torch.bmm(g.transpose(1, 2), x)}  # [B, out, in] = Σ_t g_t x_tᵀ
+    if lin.bias is not None:
+        out["bias"] = g.sum(1)  # [B, out]
+    return out
+
+
+@contextmanager
+def _hooks(linears: dict[str, nn.Linear], keep: torch.Tensor, on_grad: OnGrad) -> Iterator[None]:
+    """Forward hooks that attach a gradient hook to each LoRA factor's output."""
+    seen: set[str] = set()
+
+    def attach(mname: str, lin: nn.Linear):
+        def forward_hook(module, inputs, output):
+            if not output.requires_grad:
+                return
+            if mname in seen:  # a second call would need its gradients summed before `transform`
+                raise ValueError(f"{mname} ran twice in one forward; shared LoRA modules are not supported")
+            seen.add(mname)
+            x = inputs[0].detach()  # [B, T, in]
+            if x.dim() != 3 or x.shape[:2] != keep.shape:
+                raise ValueError(f"{mname} saw input {tuple(x.shape)}; expected [B, T, in] with [B, T]={tuple(keep.shape)}")
+
+            def grad_hook(g):  # g [B, T, out]
+                for pname, value in _factor_grads(lin, x, g, keep).items():
+                    on_grad(f"{mname}.{pname}", value)
+
+            output.register_hook(grad_hook)
+
+        return forward_hook
+
+    handles = [lin.register_forward_hook(attach(m, lin)) for m, lin in linears.items()]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def run_with_grad_hooks(model: nn.Module, batch: Mapping[str, torch.Tensor], on_grad: OnGrad) -> torch.Tensor:
+    """One eval-mode forward + backward of Σ per-example losses; on_grad(name, [B, *shape])
+    fires once per LoRA parameter. Leaves .grad untouched and restores the model's mode and
+    requires_grad flags. Returns the per-example losses [B]."""
+    ids, keep, labels = _check_batch(batch)
+    linears = lora_linears(model)
+    params = [p for lin in linears.values() for p in lin.parameters()]
+    flags, was_training = [p.requires_grad for p in params], model.training
+    model.eval()  # dropout off: deterministic features (see module docstring)
+    try:
+        for p in params:
+            p.requires_grad_(True)
+        with torch.enable_grad(), _hooks(linears, keep, on_grad):
+            logits = model(input_ids=ids, attention_mask=keep.long(), use_cache=False).logits
+            losses = per_example_loss(logits, labels)  # [B]
+            # autograd.grad rather than backward: hooks fire, nothing accumulates in .grad.
+            torch.autograd.grad(losses.sum(), params)
+    finally:
+        for p, flag in zip(params, flags):
+            p.requires_grad_(flag)
+        model.train(was_training)
+    return losses.detach()
+
+
+def per_example_grads(model: nn.Module, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """{param name: per-example gradient [B, *param.shape] fp32}, in lora_param_names order.
+
+    batch: right-padded "input_ids", "attention_mask", "labels" [B, T] (labels -100 off-loss).
+    """
+    grads: dict[str, torch.Tensor] = {}
+
+    def collect(name: str, value: torch.Tensor) -> None:
+        grads[name] = value
+
+    run_with_grad_hooks(model, batch, collect)
+    return {n: grads[n] for n in lora_param_names(model)}
+
+
+def projected_grads(model: nn.Module, batch: Mapping[str, torch.Tensor], projector,
+                    transform: Callable[[str, torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+    """[B, dim] fp32 projection of each example's (optionally transformed) LoRA gradient.
+
+    Streams: each parameter's [B, *shape] gradient is transformed (e.g. Adam-preconditioned),
+    projected and added into the output inside its hook, then freed; the concatenated [B, P]
+    gradient never exists. Equals Σ_name projector.project(name, transform(name, g_name)).
+    """
+    out = torch.zeros(batch["input_ids"].shape[0], projector.dim, dtype=torch.float32,
+                      device=batch["input_ids"].device)
+
+    def accumulate(name: str, value: torch.Tensor) -> None:
+        if transform is not None:
+            value = transform(name, value)
+        out.add_(projector.project(name, value))
+
+    run_with_grad_hooks(model, batch, accumulate)
+    return out

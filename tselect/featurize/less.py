@@ -1,0 +1,168 @@
+"""LESS: per warmup checkpoint, projected LoRA gradients — Adam-preconditioned for the pool,
+plain for the queries — L2-normalized, with checkpoint weights w_t ∝ mean learning rate.
+
+Cosine similarity of these rows, summed over checkpoints with weights w_t, is the LESS
+influence score Σ_t w_t cos(∇ℓ(q; θ_t), Γ(x; θ_t)). Gradients come from one batched
+forward/backward per batch (grads.py) and are projected inside the backward hooks, so the
+[B, P] gradient never exists. The warmup adapter is its own artifact (warmup.py), shared by
+every query set featurized against the same pool.
+
+Options come from FeaturizeConfig `params` (("key", "value") pairs, like select's --param):
+projection, dim, proj_seed, adam, warmup. torch is imported inside functions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tselect.data.types import Dataset
+from tselect.errors import UserError
+from tselect.featurize.common import write_unit_rows
+from tselect.featurize.warmup import WARMUP_PRESETS, load_checkpoint, produce_warmup, read_checkpoints
+
+
+@dataclass(frozen=True)
+class LessConfig:
+    projection: str = "sjlt"
+    """Random projection: sjlt (sparse, fast on CPU) or rademacher (dense, LESS's choice)."""
+    dim: int = 8192
+    """Projected dimension per checkpoint."""
+    proj_seed: int = 0
+    """Projection seed; every shard and host must use the same one."""
+    adam: str = "less"
+    """Pool-gradient preconditioner: less (no bias correction, as LESS) or bias_corrected."""
+    warmup: str = "cpu"
+    """Warmup preset: cpu (r=8, for the embedded 135M model) or less (r=128, the LESS recipe)."""
+
+    def __post_init__(self):
+        from tselect.featurize.project import PROJECTIONS
+
+        for key, value, choices in (("projection", self.projection, PROJECTIONS), ("adam", self.adam, ADAM),
+                                    ("warmup", self.warmup, WARMUP_PRESETS)):
+            if value not in choices:
+                raise UserError(f"less {key}={value!r} is unknown; choose one of {', '.join(choices)}")
+        if self.dim < 1:
+            raise UserError(f"less dim={self.dim} must be >= 1")
+
+
+def _adam_less(exp_avg, exp_avg_sq, state) -> Callable:
+    from tselect.featurize.adam import adam_transform
+
+    return adam_transform(exp_avg, exp_avg_sq)
+
+
+def _adam_bias_corrected(exp_avg, exp_avg_sq, state) -> Callable:
+    from tselect.featurize.adam import adam_transform_bias_corrected
+
+    return adam_transform_bias_corrected(exp_avg, exp_avg_sq, step=int(state["step"]) + 1)  # the next update
+
+
+ADAM: dict[str, Callable] = {"less": _adam_less, "bias_corrected": _adam_bias_corrected}
+
+
+def less_config(cfg) -> LessConfig:
+    """LessConfig from cfg.params (("key", "value") pairs); unknown keys name the valid ones."""
+    fields = {f.name: f.type for f in dataclasses.fields(LessConfig)}
+    values = {}
+    for key, raw in getattr(cfg, "params", ()) or ():
+        if key not in fields:
+            raise UserError(f"--param {key} is not a less option; use one of {', '.join(fields)}")
+        try:
+            values[key] = int(raw) if fields[key] == "int" else raw
+        except ValueError:
+            raise UserError(f"--param {key}={raw} must be an integer") from None
+    return LessConfig(**values)
+
+
+def identity(cfg) -> dict[str, str]:
+    """Model fingerprint and the resolved options (the preset's contents, not just its name)."""
+    from tselect.models import resolve_model
+
+    lc = less_config(cfg)
+    resolved = {"less": dataclasses.asdict(lc), "warmup": dataclasses.asdict(WARMUP_PRESETS[lc.warmup])}
+    return {"model": resolve_model(cfg.model).fingerprint, "less": json.dumps(resolved, sort_keys=True)}
+
+
+def store_root_of(group: Path) -> Path:
+    """The store root from a feature group at <root>/featurize/<id>.part/features.zarr."""
+    part = Path(group).parent
+    if part.suffix != ".part" or part.parent.name != "featurize":
+        raise ValueError(f"{group} is not inside <store>/featurize/<id>.part; cannot place the warmup artifact")
+    return part.parent.parent
+
+
+def gradient_rows(model, rows, pad_id: int, batch_size: int, projector, transform=None) -> np.ndarray:
+    """[len(rows), dim] fp32 projected gradients, batched by length (results in input order)."""
+    from tselect.data.tokenize import batches, length_sorted
+    from tselect.featurize.grads import projected_grads
+
+    device = next(model.parameters()).device
+    out = np.zeros((len(rows), projector.dim), dtype=np.float32)
+    for idx, ids, mask, labels in batches(rows, batch_size, pad_id, order=length_sorted(rows)):
+        batch = {"input_ids": ids.to(device), "attention_mask": mask.to(device), "labels": labels.to(device)}
+        out[idx] = projected_grads(model, batch, projector, transform).cpu().numpy()
+    return out
+
+
+class _Checkpoint:
+    """Loads the base model + one warmup adapter on first use, so finished checkpoints load nothing."""
+
+    def __init__(self, model_spec: str | None, ckpt_dir: Path):
+        self.model_spec, self.ckpt_dir, self._loaded = model_spec, ckpt_dir, None
+
+    def get(self):
+        if self._loaded is None:
+            import torch
+
+            from tselect.featurize.adam import check_moments
+            from tselect.featurize.grads import lora_param_names
+            from tselect.models import load_model, resolve_model
+
+            base, tok = load_model(resolve_model(self.model_spec))
+            model, exp_avg, exp_avg_sq, state = load_checkpoint(base, self.ckpt_dir)
+            shapes = {n: tuple(p.shape) for n, p in model.named_parameters()}
+            check_moments({n: shapes[n] for n in lora_param_names(model)}, exp_avg, exp_avg_sq)
+            device = next(model.parameters()).device
+            m, v = ({k: t.to(device=device, dtype=torch.float32) for k, t in d.items()} for d in (exp_avg, exp_avg_sq))
+            self._loaded = (model, tok, m, v, state)
+        return self._loaded
+
+
+def _featurize_checkpoint(cfg, lc: LessConfig, ckpt: _Checkpoint, data: dict[str, Dataset], out: Path) -> None:
+    from tselect.data.tokenize import encode_example
+    from tselect.featurize.project import make_projector
+
+    projector = make_projector(lc.projection, lc.dim, lc.proj_seed)
+    encoded: dict[str, list] = {}
+    for name, dataset in data.items():  # "query" (plain gradients) then "pool" (Adam directions)
+        def rows_fn(start: int, stop: int, name=name, dataset=dataset) -> np.ndarray:
+            model, tok, exp_avg, exp_avg_sq, state = ckpt.get()
+            if name not in encoded:
+                encoded[name] = [encode_example(ex, tok, cfg.max_length) for ex in dataset.examples]
+            transform = ADAM[lc.adam](exp_avg, exp_avg_sq, state) if name == "pool" else None
+            return gradient_rows(model, encoded[name][start:stop], tok.pad_token_id, cfg.batch_size, projector, transform)
+
+        write_unit_rows(out, name, len(dataset), lc.dim, cfg.dtype, rows_fn, f"less {out.name} {name}")
+
+
+def run(cfg, pool: Dataset, query: Dataset, group: Path) -> dict:
+    """The `less` representation: warmup (reused if present), then features per checkpoint."""
+    lc = less_config(cfg)
+    root = store_root_of(group)
+    warmup_id = produce_warmup(root, cfg.model, pool, WARMUP_PRESETS[lc.warmup])
+    warmup_dir = root / "warmup" / warmup_id
+    ckpts = read_checkpoints(warmup_dir)
+    for c in ckpts:
+        _featurize_checkpoint(cfg, lc, _Checkpoint(cfg.model, warmup_dir / c["name"]), {"query": query, "pool": pool},
+                              Path(group) / c["name"])
+    lrs = np.array([c["mean_lr"] for c in ckpts], dtype=np.float64)
+    weights = (lrs / lrs.sum()).tolist()  # w_t = η̄_t / Σ η̄: only relative lr matters
+    return {"dim": lc.dim, "checkpoints": [c["name"] for c in ckpts], "weights": weights, "warmup": warmup_id,
+            "projection": lc.projection, "proj_seed": lc.proj_seed, "adam": lc.adam,
+            "gradients": {"pool": "adam", "query": "sgd"}, "steps": [c["step"] for c in ckpts]}

@@ -1,0 +1,133 @@
+"""The finetune stage: the first K examples of a selection (or a whole pool) → a trained model.
+
+A LoRA run writes `adapter/` (plain peft format: `PeftModel.from_pretrained(base, adapter/)`
+loads it); a full run writes `model/` (weights + tokenizer). Both write `train_curve.json`
+(loss and learning rate per optimizer step) and record the run's cost in the manifest.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tselect import artifacts, lineage, progress, store
+from tselect.errors import UserError
+from tselect.training import SAVERS, TrainConfig
+
+FULL = "full"  # --selection full: train on the whole pool
+# Where each method's output lives inside the artifact.
+OUTPUT_DIR = {"lora": "adapter", "full": "model"}
+# LoRA trains a small adapter, so the frozen base may stay in the device default (bf16 on GPU);
+# full fine-tuning keeps fp32 master weights (autocast still computes in bf16 on GPU).
+LOAD_DTYPE = {"lora": None, "full": "fp32"}
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    selection: str
+    """Selection artifact id, or "full" for the whole pool."""
+    budget: int | None = None
+    """Train on the first K examples of the selection; None = all of it."""
+    pool: str | None = None
+    """Pool data for --selection full (builtin:pool, JSONL, save_to_disk dir); ignored otherwise."""
+    model: str | None = None
+    """Base model: a local HF causal-LM directory; None = the embedded SmolLM2."""
+    fmt: str | None = None
+    """Row format of a --pool file (chat, alpaca, prompt); None = auto-detect."""
+    train: TrainConfig = field(default_factory=TrainConfig)
+    """Optimization settings (method, LoRA shape, lr, epochs, batch sizes, max_length, seed)."""
+
+    def __post_init__(self):
+        if self.selection == FULL and not self.pool:
+            raise ValueError("--selection full trains on a whole pool: pass --pool (e.g. --pool builtin:pool)")
+        if self.budget is not None and self.budget < 1:
+            raise ValueError(f"--budget must be >= 1, got {self.budget}")
+
+
+def _where(spec: str) -> str:
+    return spec if spec.startswith("builtin:") else str(Path(spec).resolve())
+
+
+def _training_set(cfg: FinetuneConfig, root: Path):
+    """(examples to train on, input ids for the artifact id, facts to record)."""
+    from tselect.data import load_dataset
+
+    if cfg.selection == FULL:
+        pool = load_dataset(cfg.pool, cfg.fmt)
+        n = len(pool) if cfg.budget is None else min(cfg.budget, len(pool))
+        return pool.examples[:n], {"pool": pool.content_hash}, {"pool": _where(cfg.pool), "n_pool": len(pool)}
+    sel = artifacts.resolve(root, cfg.selection, stage="select")
+    pool = lineage.load_pool(root, sel)
+    order = lineage.selection_indices(sel, cfg.budget)
+    examples = tuple(pool.examples[int(i)] for i in order)
+    feats = lineage.features_of(root, sel)
+    return examples, {"selection": sel.id}, {"pool": feats.record.get("pool"), "n_pool": len(pool)}
+
+
+def _hashed_config(cfg: FinetuneConfig) -> dict:
+    # The data and the model enter the id through `inputs` (selection id / pool hash, model
+    # fingerprint), so the same files under another path give the same id.
+    hashed = artifacts.config_dict(cfg)
+    for key in ("selection", "pool", "model", "fmt"):
+        hashed.pop(key)
+    return hashed
+
+
+def _reporter(total_hint: int):
+    every = max(1, total_hint // 10)  # about ten lines per run
+
+    def on_step(step: int, total: int, loss: float) -> None:
+        if progress.enabled() and (step % every == 0 or step == total):
+            progress.note(f"  step {step}/{total}  loss {loss:.4f}")
+
+    return on_step
+
+
+def _train_and_write(cfg: FinetuneConfig, examples, ref, build: artifacts.Build) -> None:
+    from tselect.data.tokenize import encode
+    from tselect.models import load_model
+    from tselect.training import expected_steps, train
+
+    model, tok = load_model(ref, dtype=LOAD_DTYPE[cfg.train.method])
+    enc = encode(examples, tok, cfg.train.max_length)
+    if not enc.rows:
+        raise UserError(f"none of the {len(examples)} training examples keeps a response token within "
+                        f"max_length={cfg.train.max_length}; raise --max-length")
+    result = train(model, enc.rows, cfg.train, tok.pad_token_id,
+                   on_step=_reporter(expected_steps(len(enc.rows), cfg.train)))
+    out = build.path / OUTPUT_DIR[cfg.train.method]
+    SAVERS[cfg.train.method](result.model, out)
+    if cfg.train.method == "full":
+        tok.save_pretrained(out)  # a full model directory is loadable on its own
+    steps = list(range(1, len(result.losses) + 1))
+    store.write_json(build.path / "train_curve.json", {"step": steps, "loss": result.losses, "lr": result.lrs})
+    build.record(n_train=len(enc.rows), n_skipped=len(enc.skipped), skipped=enc.skipped[:20],
+                 method=cfg.train.method, output=OUTPUT_DIR[cfg.train.method],
+                 final_loss=result.losses[-1] if result.losses else None, cost=result.cost)
+
+
+def run(cfg: FinetuneConfig, root: Path) -> str:
+    from tselect.models import resolve_model
+
+    examples, inputs, facts = _training_set(cfg, root)
+    ref = resolve_model(cfg.model)
+    inputs = {**inputs, "model": ref.fingerprint}
+
+    def write(build: artifacts.Build) -> None:
+        build.record(model=cfg.model if cfg.model is None else _where(cfg.model), model_path=str(ref.path),
+                     n_selected=len(examples), **facts)
+        _train_and_write(cfg, examples, ref, build)
+
+    aid = artifacts.produce(root, "finetune", _hashed_config(cfg), inputs, write)
+    progress.note(f"finetune {cfg.train.method}: {len(examples)} examples → {aid}")
+    return aid
+
+
+def base_model_spec(art: artifacts.Artifact) -> str | None:
+    """The --model spec a finetune artifact was trained from (None = the embedded default)."""
+    return art.record.get("model")
+
+
+def trained_path(art: artifacts.Artifact) -> Path:
+    """The adapter/ or model/ directory inside a finetune artifact."""
+    return art.path / art.record.get("output", "adapter")

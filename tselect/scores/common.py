@@ -1,0 +1,110 @@
+"""Plumbing the loss-based strategies share: answer-only label rows and batched mean losses.
+
+An "answer row" is a rendered conversation whose labels cover only its final assistant turn
+(encode_example labels every assistant turn; the strategies score one answer). Two renderings
+of the same answer (with and without an instruction, with and without a demonstration) are
+`align`ed to score the same answer tokens, so truncation never makes a ratio or a difference
+compare different token sets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from tselect import progress
+from tselect.data.tokenize import IGNORE, EncodedRow, batches, encode_example, length_sorted
+from tselect.data.types import Example
+
+
+@dataclass
+class Result:
+    """What a strategy returns: float64 [N] scores (NaN = dropped), raw per-example columns
+    (each a list of N values, NaN where undefined) and the number of tokens run forward."""
+
+    scores: np.ndarray
+    columns: dict[str, list] = field(default_factory=dict)
+    tokens: int = 0
+
+
+def last_answer(messages: Sequence[dict[str, str]]) -> int:
+    """Index of the final assistant message (loaders guarantee there is one)."""
+    return max(k for k, m in enumerate(messages) if m["role"] == "assistant")
+
+
+def answer_row(tokenizer, messages: Sequence[dict[str, str]], max_length: int) -> EncodedRow:
+    """Encode `messages` (ending with the scored assistant turn) with labels on that turn only."""
+    row = encode_example(Example.make(list(messages)), tokenizer, max_length)
+    labels = list(row.labels)
+    # Labels form runs of non-IGNORE tokens, one per assistant turn (non-assistant tokens sit
+    # between them); keep the last run, which is the final turn.
+    end = len(labels)
+    while end > 0 and labels[end - 1] == IGNORE:
+        end -= 1
+    start = end
+    while start > 0 and labels[start - 1] != IGNORE:
+        start -= 1
+    return EncodedRow(row.input_ids, [IGNORE] * start + labels[start:end] + [IGNORE] * (len(labels) - end))
+
+
+def n_labels(row: EncodedRow) -> int:
+    return sum(1 for t in row.labels if t != IGNORE)
+
+
+def clip(row: EncodedRow, n: int) -> EncodedRow:
+    """Keep the first `n` label tokens; drop what follows the last one (it cannot affect them)."""
+    kept, labels, stop = 0, [], 0
+    for t, lab in enumerate(row.labels):
+        if lab != IGNORE and kept < n:
+            kept += 1
+            labels.append(lab)
+            stop = t + 1
+        else:
+            labels.append(IGNORE)
+    stop = stop or len(row.input_ids)  # n == 0: a row with no label tokens scores NaN
+    return EncodedRow(row.input_ids[:stop], labels[:stop])
+
+
+def align(a: EncodedRow, b: EncodedRow) -> tuple[EncodedRow, EncodedRow, int]:
+    """Both rows clipped to the same number of answer tokens, min of the two (and that count)."""
+    n = min(n_labels(a), n_labels(b))
+    return clip(a, n), clip(b, n), n
+
+
+def load(ref):
+    """(model, tokenizer) for scoring; honours TSELECT_THREADS on CPU."""
+    from tselect.models import load_model, set_threads
+
+    set_threads()
+    return load_model(ref)
+
+
+def mean_losses(model, tokenizer, rows: Sequence[EncodedRow], batch_size: int, label: str) -> np.ndarray:
+    """float64 [len(rows)]: token-mean CE over each row's label tokens (NaN for a row without any).
+
+    Rows are batched by length (little padding) with right padding; results are scattered
+    back by index, so the output is in `rows` order and independent of the batch size.
+    """
+    from tselect.scoring import token_losses
+
+    out = np.full(len(rows), np.nan)
+    order = length_sorted(rows)
+    n_batches = -(-len(rows) // batch_size)
+    for idx, ids, mask, labels in progress.track(batches(rows, batch_size, tokenizer.pad_token_id, order),
+                                                 n_batches, label):
+        out[idx] = token_losses(model, ids, mask, labels).mean_ce.double().numpy()
+    return out
+
+
+def n_tokens(rows: Sequence[EncodedRow]) -> int:
+    return sum(len(r.input_ids) for r in rows)
+
+
+def column(values) -> list:
+    """A JSON-able column: floats with NaN as None, ints as ints."""
+    arr = np.asarray(values)
+    if arr.dtype.kind in "iub":
+        return [int(v) for v in arr]
+    return [None if np.isnan(v) else float(v) for v in arr.astype(np.float64)]
