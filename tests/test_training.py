@@ -130,3 +130,18 @@ def test_accumulation_matches_larger_batch(tiny_model_dir, rows, tok):
     ta, tb = adapter_tensors(a.model), adapter_tensors(b.model)
     worst = max(float((ta[k] - tb[k]).abs().max()) for k in ta)
     assert worst < 1e-4, f"accumulated and batched adapters differ by {worst}"
+
+
+def test_epoch_hook_gives_named_adam_moments(tiny_model_dir, rows, tok):
+    seen = []
+    cfg = TrainConfig(lr=1e-2, epochs=2, batch_size=2, effective_batch_size=2, lora_dropout=0.0)
+    r = train(fresh(tiny_model_dir), rows, cfg, tok.pad_token_id,
+              on_epoch=lambda e, model, moments, lr: seen.append((e, moments, lr)))
+    per_epoch = expected_steps(len(rows), cfg) // 2  # 3
+    assert [e for e, _, _ in seen] == [1, 2]
+    for e, moments, lr in seen:
+        assert len(moments) == 16 and all("lora_" in name for name in moments)
+        assert {m["step"] for m in moments.values()} == {e * per_epoch}
+        assert lr == pytest.approx(sum(r.lrs[(e - 1) * per_epoch : e * per_epoch]) / per_epoch)
+    name = next(iter(seen[1][1]))
+    assert seen[1][1][name]["exp_avg"].shape == dict(r.model.named_parameters())[name].shape

@@ -184,7 +184,22 @@ def _training_args(cfg: TrainConfig, out_dir: str):
     )
 
 
-def _make_trainer(model, rows, cfg: TrainConfig, collator: _Collator, out_dir: str, on_step):
+def adam_moments(model, optimizer) -> dict[str, dict[str, Any]]:
+    """Trainable parameter NAME → {exp_avg, exp_avg_sq, step} (CPU copies) of an Adam(W) state.
+
+    Keyed by name, never by position: LESS's Adam features need the moments of each weight,
+    and the positional order of an optimizer state is not a stable contract.
+    """
+    out = {}
+    for name, p in model.named_parameters():
+        st = optimizer.state.get(p, {}) if p.requires_grad else {}
+        if "exp_avg" in st:
+            out[name] = {"exp_avg": st["exp_avg"].detach().cpu().clone(),
+                         "exp_avg_sq": st["exp_avg_sq"].detach().cpu().clone(), "step": int(st["step"])}
+    return out
+
+
+def _make_trainer(model, rows, cfg: TrainConfig, collator: _Collator, out_dir: str, on_step, on_epoch):
     from transformers import Trainer, TrainerCallback
     from transformers.trainer_callback import PrinterCallback
 
@@ -192,22 +207,36 @@ def _make_trainer(model, rows, cfg: TrainConfig, collator: _Collator, out_dir: s
         def _get_train_sampler(self, train_dataset=None):
             return _epoch_sampler(len(rows), cfg.seed)
 
-    class StepReporter(TrainerCallback):
+    class Hooks(TrainerCallback):
+        def __init__(self):
+            self.lrs: list[float] = []  # lr of each step of the current epoch
+
         def on_log(self, args, state, control, logs=None, **kwargs):
-            if on_step is not None and logs and "loss" in logs:
-                on_step(state.global_step, state.max_steps, logs["loss"])
+            if logs and "loss" in logs:
+                self.lrs.append(logs["learning_rate"])
+                if on_step is not None:
+                    on_step(state.global_step, state.max_steps, logs["loss"])
+
+        def on_epoch_end(self, args, state, control, model=None, optimizer=None, **kwargs):
+            if on_epoch is not None:  # every step of the epoch has been logged by now
+                mean_lr = float(np.mean(self.lrs)) if self.lrs else 0.0
+                on_epoch(round(state.epoch), model, adam_moments(model, optimizer), mean_lr)
+            self.lrs = []
 
     trainer = SeededTrainer(model=model, args=_training_args(cfg, out_dir), train_dataset=rows,
-                            data_collator=collator, callbacks=[StepReporter()])
+                            data_collator=collator, callbacks=[Hooks()])
     trainer.remove_callback(PrinterCallback)  # it prints every log dict to stdout
     return trainer
 
 
 def train(model, rows: Sequence, cfg: TrainConfig, pad_id: int,
-          on_step: Callable[[int, int, float], None] | None = None) -> TrainResult:
+          on_step: Callable[[int, int, float], None] | None = None,
+          on_epoch: Callable[[int, Any, dict, float], None] | None = None) -> TrainResult:
     """Fine-tune `model` on `rows` (EncodedRow or {"input_ids","labels"} dicts) per `cfg`.
 
-    on_step(step, total_steps, loss) is called after each optimizer step (for progress output).
+    on_step(step, total_steps, loss) runs after each optimizer step (progress output);
+    on_epoch(epoch, model, adam_moments, mean_lr) after each epoch (1-based), e.g. to save
+    LESS warmup checkpoints: the moments are keyed by parameter name, mean_lr is the epoch's η̄.
     """
     import torch
 
@@ -218,7 +247,7 @@ def train(model, rows: Sequence, cfg: TrainConfig, pad_id: int,
     collator = _Collator(pad_id)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="tselect-train-") as out_dir:
-        trainer = _make_trainer(model, data, cfg, collator, out_dir, on_step)
+        trainer = _make_trainer(model, data, cfg, collator, out_dir, on_step, on_epoch)
         trainer.train()
     wall = time.perf_counter() - start
     logs = [h for h in trainer.state.log_history if "loss" in h]

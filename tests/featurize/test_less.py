@@ -90,7 +90,8 @@ def test_rows_equal_bs1_adam_and_sgd_recomputation(run, tiny_model_dir):
         return x / np.linalg.norm(x)
 
     for i in (0, 7, 23):
-        assert np.allclose(feats.pools[t][i], feature(pool.examples[i], adam=True), atol=1e-4), i
+        got, want = feats.pools[t][i], feature(pool.examples[i], adam=True)
+        assert np.allclose(got, want, atol=1e-4), (i, np.abs(got - want).max(), got[:4], want[:4])
     assert np.allclose(feats.queries[t][1], feature(query.examples[1], adam=False), atol=1e-4)
     # Adam preconditioning really changes the pool features.
     assert not np.allclose(feats.pools[t][0], feature(pool.examples[0], adam=False), atol=1e-2)

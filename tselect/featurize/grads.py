@@ -142,7 +142,7 @@ def run_with_grad_hooks(model: nn.Module, batch: Mapping[str, torch.Tensor], on_
             logits = model(input_ids=ids, attention_mask=keep.long(), use_cache=False).logits
             losses = per_example_loss(logits, labels)  # [B]
             # autograd.grad rather than backward: hooks fire, nothing accumulates in .grad.
-            torch.autograd.grad(losses.sum(), params)
+            torch.autograd.grad(losses.sum(), params, allow_unused=True)
     finally:
         for p, flag in zip(params, flags):
             p.requires_grad_(flag)

@@ -97,8 +97,12 @@ def store_root_of(group: Path) -> Path:
     return part.parent.parent
 
 
-def gradient_rows(model, rows, pad_id: int, batch_size: int, projector, transform=None) -> np.ndarray:
-    """[len(rows), dim] fp32 projected gradients, batched by length (results in input order)."""
+def gradient_rows(model, rows, pad_id: int, batch_size: int, projector, transform=None,
+                  advance: Callable[[int], None] | None = None) -> np.ndarray:
+    """[len(rows), dim] fp32 projected gradients, batched by length (results in input order).
+
+    advance(n) is called after each batch of n rows (progress reporting).
+    """
     from tselect.data.tokenize import batches, length_sorted
     from tselect.featurize.grads import projected_grads
 
@@ -107,6 +111,8 @@ def gradient_rows(model, rows, pad_id: int, batch_size: int, projector, transfor
     for idx, ids, mask, labels in batches(rows, batch_size, pad_id, order=length_sorted(rows)):
         batch = {"input_ids": ids.to(device), "attention_mask": mask.to(device), "labels": labels.to(device)}
         out[idx] = projected_grads(model, batch, projector, transform).cpu().numpy()
+        if advance is not None:
+            advance(len(idx))
     return out
 
 
@@ -134,35 +140,50 @@ class _Checkpoint:
         return self._loaded
 
 
-def _featurize_checkpoint(cfg, lc: LessConfig, ckpt: _Checkpoint, data: dict[str, Dataset], out: Path) -> None:
-    from tselect.data.tokenize import encode_example
+def _rows_fn(cfg, ckpt: _Checkpoint, rows: list, projector, adam: str | None):
+    """rows_fn(start, stop, advance) for write_unit_rows; adam=None gives plain gradients."""
+
+    def rows_fn(start: int, stop: int, advance: Callable[[int], None]) -> np.ndarray:
+        model, tok, exp_avg, exp_avg_sq, state = ckpt.get()
+        transform = None if adam is None else ADAM[adam](exp_avg, exp_avg_sq, state)
+        return gradient_rows(model, rows[start:stop], tok.pad_token_id, cfg.batch_size, projector, transform, advance)
+
+    return rows_fn
+
+
+def _featurize_checkpoint(cfg, lc: LessConfig, ckpt: _Checkpoint, encoded: dict[str, list], out: Path) -> None:
     from tselect.featurize.project import make_projector
 
     projector = make_projector(lc.projection, lc.dim, lc.proj_seed)
-    encoded: dict[str, list] = {}
-    for name, dataset in data.items():  # "query" (plain gradients) then "pool" (Adam directions)
-        def rows_fn(start: int, stop: int, name=name, dataset=dataset) -> np.ndarray:
-            model, tok, exp_avg, exp_avg_sq, state = ckpt.get()
-            if name not in encoded:
-                encoded[name] = [encode_example(ex, tok, cfg.max_length) for ex in dataset.examples]
-            transform = ADAM[lc.adam](exp_avg, exp_avg_sq, state) if name == "pool" else None
-            return gradient_rows(model, encoded[name][start:stop], tok.pad_token_id, cfg.batch_size, projector, transform)
-
-        write_unit_rows(out, name, len(dataset), lc.dim, cfg.dtype, rows_fn, f"less {out.name} {name}")
+    # Queries get plain (SGD) gradients, pool rows the Adam update direction.
+    for name, adam in (("query", None), ("pool", lc.adam)):
+        fn = _rows_fn(cfg, ckpt, encoded[name], projector, adam)
+        write_unit_rows(out, name, len(encoded[name]), lc.dim, cfg.dtype, fn, f"less {out.name} {name}")
 
 
 def run(cfg, pool: Dataset, query: Dataset, group: Path) -> dict:
-    """The `less` representation: warmup (reused if present), then features per checkpoint."""
+    """The `less` representation: warmup (reused if present), then features per checkpoint.
+
+    Rows without label tokens (e.g. the response truncated away) have a zero gradient and
+    are stored as zero rows, which score 0 against every query; attrs count them.
+    """
+    from tselect.data.tokenize import IGNORE, encode_example
+    from tselect.models import load_tokenizer, resolve_model
+
     lc = less_config(cfg)
     root = store_root_of(group)
     warmup_id = produce_warmup(root, cfg.model, pool, WARMUP_PRESETS[lc.warmup])
     warmup_dir = root / "warmup" / warmup_id
     ckpts = read_checkpoints(warmup_dir)
+    tok = load_tokenizer(resolve_model(cfg.model))
+    encoded = {name: [encode_example(ex, tok, cfg.max_length) for ex in data.examples]
+               for name, data in (("query", query), ("pool", pool))}
     for c in ckpts:
-        _featurize_checkpoint(cfg, lc, _Checkpoint(cfg.model, warmup_dir / c["name"]), {"query": query, "pool": pool},
-                              Path(group) / c["name"])
+        _featurize_checkpoint(cfg, lc, _Checkpoint(cfg.model, warmup_dir / c["name"]), encoded, Path(group) / c["name"])
     lrs = np.array([c["mean_lr"] for c in ckpts], dtype=np.float64)
     weights = (lrs / lrs.sum()).tolist()  # w_t = η̄_t / Σ η̄: only relative lr matters
+    zero = {name: sum(all(t == IGNORE for t in r.labels) for r in rows) for name, rows in encoded.items()}
     return {"dim": lc.dim, "checkpoints": [c["name"] for c in ckpts], "weights": weights, "warmup": warmup_id,
             "projection": lc.projection, "proj_seed": lc.proj_seed, "adam": lc.adam,
-            "gradients": {"pool": "adam", "query": "sgd"}, "steps": [c["step"] for c in ckpts]}
+            "gradients": {"pool": "adam", "query": "sgd"}, "steps": [c["step"] for c in ckpts],
+            "zero_rows": zero}

@@ -2,7 +2,9 @@
 
 Token t (1-based, over non-padding tokens) gets weight t / Σ_s s, so later tokens, which have
 seen more of the conversation, count more. The text is the full chat rendering, response
-included, truncated to max_length.
+included, truncated to max_length. Only the decoder runs (no LM head: it would cost a
+[T, vocab] matmul per example for logits nobody reads), and each chunk is batched in length
+order so padding stays small.
 """
 
 from __future__ import annotations
@@ -11,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from tselect.data.tokenize import EncodedRow, batches, encode_example
+from tselect.data.tokenize import EncodedRow, batches, encode_example, length_sorted
 from tselect.data.types import Dataset
-from tselect.featurize.common import batched, write_unit_rows
+from tselect.featurize.common import write_unit_rows
 from tselect.featurize.config import FeaturizeConfig
 
 
@@ -30,23 +32,31 @@ def position_weighted_mean(hidden, mask):
     return (hidden * w.unsqueeze(-1).to(hidden.dtype)).sum(dim=1)
 
 
-def run(cfg: FeaturizeConfig, pool: Dataset, query: Dataset, group: Path) -> dict:
+def _embedder(model, pad_id: int, batch_size: int):
     import torch
 
+    decoder = model.get_decoder()
+    device = next(model.parameters()).device
+
+    def embed(rows: list[EncodedRow], advance) -> np.ndarray:  # → [len(rows), H]
+        out = np.zeros((len(rows), model.config.hidden_size), dtype=np.float32)
+        for idx, ids, mask, _ in batches(rows, batch_size, pad_id, order=length_sorted(rows)):
+            with torch.no_grad():
+                h = decoder(input_ids=ids.to(device), attention_mask=mask.to(device)).last_hidden_state
+            out[idx] = position_weighted_mean(h.float(), mask.to(device).float()).cpu().numpy()
+            advance(len(idx))
+        return out
+
+    return embed
+
+
+def run(cfg: FeaturizeConfig, pool: Dataset, query: Dataset, group: Path) -> dict:
     from tselect.models import load_model, resolve_model
 
     model, tok = load_model(resolve_model(cfg.model))
-    dim = int(model.config.hidden_size)
-    device = next(model.parameters()).device
-
-    def embed(rows: list[EncodedRow]) -> np.ndarray:  # [b, H]
-        _, ids, mask, _ = next(batches(rows, len(rows), tok.pad_token_id))
-        with torch.no_grad():
-            out = model(input_ids=ids.to(device), attention_mask=mask.to(device), output_hidden_states=True)
-        return position_weighted_mean(out.hidden_states[-1].float(), mask.to(device).float()).cpu().numpy()
-
+    embed = _embedder(model, tok.pad_token_id, cfg.batch_size)
     for name, data in (("query", query), ("pool", pool)):
         rows = [encode_example(ex, tok, cfg.max_length) for ex in data.examples]
-        fn = batched(lambda idx, r=rows: embed([r[i] for i in idx]), cfg.batch_size)
-        write_unit_rows(group / "0", name, len(data), dim, cfg.dtype, fn, f"rds {name}")
-    return {"dim": dim, "checkpoints": ["0"], "weights": [1.0]}
+        write_unit_rows(group / "0", name, len(data), int(model.config.hidden_size), cfg.dtype,
+                        lambda a, b, advance, r=rows: embed(r[a:b], advance), f"rds {name}")
+    return {"dim": int(model.config.hidden_size), "checkpoints": ["0"], "weights": [1.0]}

@@ -6,6 +6,8 @@
   (1 − S)/2 ∈ [0, 1], a Wasserstein-1-like distance (0 = the subset sits on the queries).
   Exact (`ot.emd2`) up to `exact_max_cells` = M·k; beyond it the entropic `ot.sinkhorn2`
   (log-domain, reg 0.01 by default), whose value is ⟨T_ε, C⟩ and slightly above the exact cost.
+
+`selection_distances` measures every requested prefix of a selection in one pass over the pool.
 """
 
 from __future__ import annotations
@@ -52,3 +54,22 @@ def subset_query_distances(sim_sub: np.ndarray, exact_max_cells: int = EXACT_MAX
         "ot": float(dist),
         "ot_solver": solver,
     }
+
+
+def selection_distances(features, indices: np.ndarray, budgets=()) -> list[dict]:
+    """[{budget, coverage, chamfer, ot, ot_solver}] for each prefix indices[:b], b in budgets
+    (sorted, distinct; empty = the whole selection).
+
+    features: an opened feature store (`tselect.store.Features`) or any `Similarity`; the
+    indices must be rows of its pool. S[:, indices[:max b]] is gathered in one streamed pass
+    and every prefix is measured on a slice of it.
+    """
+    sim = features if isinstance(features, Similarity) else features.similarity()
+    indices = np.asarray(indices, dtype=np.int64)
+    budgets = sorted({int(b) for b in budgets}) or [int(indices.size)]
+    if budgets[0] < 1 or budgets[-1] > indices.size:
+        raise ValueError(f"budgets {budgets} must lie in 1..{indices.size} (the selection's length)")
+    if indices.size and (indices.min() < 0 or indices.max() >= sim.n_pool):
+        raise ValueError(f"selection indices must be pool rows 0..{sim.n_pool - 1}")
+    block = subset_similarity(sim, indices[: budgets[-1]])  # [M, max b]
+    return [{"budget": b, **subset_query_distances(block[:, :b])} for b in budgets]

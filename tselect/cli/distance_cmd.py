@@ -1,0 +1,40 @@
+"""`tselect distance`: coverage, chamfer and OT distance of a selection's prefixes to the queries."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from tselect.cli.app import StoreOpt, app, emit, make, root
+
+
+@app.command()
+def distance(
+    features: Annotated[str, typer.Option(help="Feature artifact id: distances to its queries, in its space")],
+    selection: Annotated[str, typer.Option(help="Selection artifact id over the same pool")],
+    budget: Annotated[list[int] | None, typer.Option(help="Prefix size to measure (repeatable); default: the whole selection")] = None,
+    store: StoreOpt = None,
+):
+    """How close the first BUDGET selected examples sit to the queries (table on stderr)."""
+    from tselect import distance_stage as stage
+
+    cfg = make(stage.DistanceConfig, features=features, selection=selection, budgets=tuple(sorted(set(budget or ()))))
+    where = root(store)
+    aid = stage.run(cfg, where)
+    print_table(where, aid)
+    emit(aid)
+
+
+def print_table(where: Path, aid: str) -> None:
+    """Per budget: coverage and chamfer (mean best cosine, higher is closer), OT cost (lower is closer)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from tselect.distance_stage import read_rows
+
+    table = Table("budget", "coverage ↑", "chamfer ↑", "OT ↓", "solver", title=aid)
+    for r in read_rows(where, aid):
+        table.add_row(str(r["budget"]), f"{r['coverage']:.4f}", f"{r['chamfer']:.4f}", f"{r['ot']:.4f}", r["ot_solver"])
+    Console(stderr=True).print(table)
