@@ -64,14 +64,16 @@ def lora_param_names(model: nn.Module) -> list[str]:
 def per_example_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """[B] token-mean CE over each row's label tokens (position t predicts token t+1), fp32.
 
-    A row without label tokens gets loss 0, hence a zero gradient.
+    Only label positions are gathered and upcast, so prompt and padding logits never get an
+    fp32 copy. A row without label tokens gets loss 0, hence a zero gradient.
     """
     target = labels[:, 1:]  # [B, T-1]
-    logits = logits[:, :-1].float()  # [B, T-1, V]
-    ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1),
-                         ignore_index=IGNORE, reduction="none").view(target.shape)  # [B, T-1]
-    count = (target != IGNORE).sum(1).clamp(min=1)
-    return ce.sum(1) / count
+    valid = target != IGNORE  # [B, T-1]
+    picked = logits[:, :-1][valid].float()  # [n_label, V]
+    ce = F.cross_entropy(picked, target[valid], reduction="none")  # [n_label]
+    rows = torch.arange(labels.shape[0], device=labels.device)[:, None].expand_as(target)[valid]  # [n_label]
+    total = torch.zeros(labels.shape[0], dtype=ce.dtype, device=ce.device).index_add(0, rows, ce)
+    return total / valid.sum(1).clamp(min=1)
 
 
 def _check_batch(batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

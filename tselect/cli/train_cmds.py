@@ -1,0 +1,68 @@
+"""finetune and evaluate commands."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from tselect.cli.app import StoreOpt, app, emit, make, root
+
+
+@app.command()
+def finetune(
+    selection: Annotated[str, typer.Option(help="Selection id, or 'full' to train on the whole --pool")],
+    budget: Annotated[int | None, typer.Option(help="Train on the first K of the selection (default: all)")] = None,
+    pool: Annotated[str | None, typer.Option(help="Pool for --selection full")] = None,
+    model: Annotated[str | None, typer.Option(help="Base model: local HF causal-LM dir (default: embedded SmolLM2)")] = None,
+    fmt: Annotated[str | None, typer.Option("--format", help="Row format of a --pool file")] = None,
+    method: Annotated[str, typer.Option(help="lora or full")] = "lora",
+    lora_r: Annotated[int, typer.Option(help="LoRA rank")] = 8,
+    lora_alpha: Annotated[int, typer.Option(help="LoRA alpha")] = 16,
+    lora_dropout: Annotated[float, typer.Option(help="LoRA dropout")] = 0.05,
+    target_modules: Annotated[str, typer.Option(help="Comma list of modules LoRA wraps (default by family)")] = "",
+    lr: Annotated[float, typer.Option(help="Peak learning rate")] = 1e-4,
+    epochs: Annotated[int, typer.Option(help="Epochs")] = 2,
+    batch_size: Annotated[int, typer.Option(help="Micro-batch size")] = 4,
+    effective_batch_size: Annotated[int, typer.Option(help="Rows per optimizer step (gradient accumulation)")] = 16,
+    warmup_ratio: Annotated[float, typer.Option(help="Warmup fraction of steps")] = 0.03,
+    weight_decay: Annotated[float, typer.Option(help="AdamW weight decay")] = 0.0,
+    max_grad_norm: Annotated[float, typer.Option(help="Gradient clipping (0 = off)")] = 1.0,
+    max_length: Annotated[int, typer.Option(help="Tokens per row")] = 512,
+    seed: Annotated[int, typer.Option(help="Seed for init, dropout and data order")] = 0,
+    store: StoreOpt = None,
+):
+    """Fine-tune (LoRA by default) on the first K examples of a selection; prints the finetune id."""
+    from tselect import finetune as stage
+    from tselect.training import TrainConfig
+
+    modules = tuple(m.strip() for m in target_modules.split(",") if m.strip())
+    train = make(TrainConfig, method=method, lora_r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
+                 target_modules=modules, lr=lr, epochs=epochs, batch_size=batch_size,
+                 effective_batch_size=effective_batch_size, warmup_ratio=warmup_ratio, weight_decay=weight_decay,
+                 max_grad_norm=max_grad_norm, max_length=max_length, seed=seed)
+    cfg = make(stage.FinetuneConfig, selection=selection, budget=budget, pool=pool, model=model, fmt=fmt, train=train)
+    emit(stage.run(cfg, root(store)))
+
+
+@app.command()
+def evaluate(
+    target: Annotated[str, typer.Option(help="Target: builtin:sciq|piqa|arc_easy|mmlu or a query file")] = "builtin:sciq",
+    eval_data: Annotated[str | None, typer.Option(help="Eval split file (default <target>:eval for builtins)")] = None,
+    finetune: Annotated[str | None, typer.Option(help="Finetune id; omit for the zero-shot base model")] = None,
+    model: Annotated[str | None, typer.Option(help="Base model dir when no --finetune (default: embedded)")] = None,
+    fmt: Annotated[str | None, typer.Option("--format", help="Row format of target/eval files")] = None,
+    prompt_format: Annotated[str, typer.Option(help="chat (as trained) or plain (context + 'Answer:')")] = "chat",
+    limit: Annotated[int | None, typer.Option(help="Only the first N eval and query rows")] = None,
+    batch_size: Annotated[int, typer.Option(help="Sequences per forward pass")] = 8,
+    max_length: Annotated[int, typer.Option(help="Token limit per sequence")] = 512,
+    max_new_tokens: Annotated[int, typer.Option(help="Generation length for EM/F1 rows")] = 32,
+    store: StoreOpt = None,
+):
+    """Query loss and task metrics of a fine-tuned (or the zero-shot base) model; prints the evaluate id."""
+    from tselect import evaluate as stage
+
+    cfg = make(stage.EvaluateConfig, target=target, eval_data=eval_data, finetune=finetune, model=model, fmt=fmt,
+               prompt_format=prompt_format, limit=limit, batch_size=batch_size, max_length=max_length,
+               max_new_tokens=max_new_tokens)
+    emit(stage.run(cfg, root(store)))
