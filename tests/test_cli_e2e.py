@@ -119,3 +119,29 @@ def test_budget_above_pool(tmp_path, store, toy_data):
     proc = tselect("select", "--features", f, "--budget", "25", store=store, check=False)
     assert proc.returncode == 2 and "outside 1..24" in proc.stderr
     assert not list(store.glob("select/select-*[!k]"))
+
+
+def test_finetune_and_evaluate_chain(tmp_path, store, toy_data, tiny_model_dir):
+    pool, query = toy_data
+    rng = np.random.default_rng(2)
+    np.save(tmp_path / "p.npy", rng.normal(size=(24, 4)))
+    np.save(tmp_path / "q.npy", rng.normal(size=(2, 4)))
+    f = last_line(tselect("featurize", "--rep", "vectors", "--pool", pool, "--query", query, "--pool-vectors",
+                          tmp_path / "p.npy", "--query-vectors", tmp_path / "q.npy", store=store))
+    s = last_line(tselect("select", "--features", f, "--selector", "round_robin", store=store))
+    ft = last_line(tselect("finetune", "--selection", s, "--budget", "8", "--model", tiny_model_dir, "--epochs", "1",
+                           "--batch-size", "4", "--effective-batch-size", "4", "--lr", "1e-3", store=store))
+    art = A.resolve(store, ft)
+    assert art.record["n_train"] == 8
+    curve = json.loads((art.path / "train_curve.json").read_text())
+    assert len(curve["loss"]) == 2 and all(np.isfinite(curve["loss"]))
+    assert (art.path / "adapter" / "adapter_model.safetensors").is_file()
+    ev = last_line(tselect("evaluate", "--target", query, "--finetune", ft, store=store))
+    zs = last_line(tselect("evaluate", "--target", query, "--model", tiny_model_dir, store=store))
+    m_ft = json.loads((A.resolve(store, ev).path / "metrics.json").read_text())
+    m_zs = json.loads((A.resolve(store, zs).path / "metrics.json").read_text())
+    assert ev != zs
+    assert m_ft["query"]["loss"] != m_zs["query"]["loss"]
+    # Budget above the selection length: one line, exit 2, no finetune artifact.
+    proc = tselect("finetune", "--selection", s, "--budget", "25", "--model", tiny_model_dir, store=store, check=False)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1

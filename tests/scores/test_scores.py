@@ -17,7 +17,7 @@ from tselect.data import load_dataset  # noqa: E402
 from tselect.data.tokenize import IGNORE, EncodedRow  # noqa: E402
 from tselect.errors import UserError  # noqa: E402
 from tselect.scores import STRATEGIES, ScoreConfig, ifd, judge, length, miwv, run  # noqa: E402
-from tselect.scores.common import align, answer_row, clip, mean_losses  # noqa: E402
+from tselect.scores.common import align, answer_row, clip, label_losses, mean_losses  # noqa: E402
 from tests.scores import make_features  # noqa: E402
 
 
@@ -140,6 +140,31 @@ def test_batched_losses_equal_one_at_a_time(tiny, toy_data):
     batched = mean_losses(model, tok, rows, 4, "test")
     single = mean_losses(model, tok, rows, 1, "test")
     np.testing.assert_allclose(batched, single, atol=1e-5, err_msg="right padding changed a loss: check the mask")
+
+
+class IgnoresLogitsToKeep(torch.nn.Module):
+    """A causal LM that accepts but ignores `logits_to_keep` (as older transformers do)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, attention_mask, **ignored):
+        return self.model(input_ids=input_ids, attention_mask=attention_mask)
+
+
+def test_label_losses_match_the_full_logits_reference(tiny, toy_data):
+    from tselect.data.tokenize import batches
+    from tselect.scoring import token_losses
+
+    model, tok = tiny
+    rows = [answer_row(tok, ex.messages, 64) for ex in load_dataset(str(toy_data[0])).examples[:5]]
+    rows.append(EncodedRow(rows[0].input_ids, [IGNORE] * len(rows[0].input_ids)))  # no label: NaN
+    _, ids, mask, labels = next(batches(rows, len(rows), tok.pad_token_id))
+    want = token_losses(model, ids, mask, labels).mean_ce.double()
+    for m in (model, IgnoresLogitsToKeep(model)):
+        torch.testing.assert_close(label_losses(m, ids, mask, labels), want, atol=1e-5, rtol=1e-5, equal_nan=True)
+    assert torch.isnan(want[-1])
 
 
 def test_last_logits_equal_unpadded_last_position(tiny):

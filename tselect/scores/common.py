@@ -81,20 +81,47 @@ def load(ref):
     return load_model(ref)
 
 
+def label_losses(model, input_ids, attention_mask, labels):
+    """float64 [B]: token-mean CE over label tokens of a right-padded batch (NaN: no labels).
+
+    Token t+1 is predicted at position t. Only positions that predict a label token in some
+    row are projected onto the vocabulary (`logits_to_keep`): scored answers are short next
+    to their prompts, and the [*, V] projection is a fifth of a small model's FLOPs.
+    A model that ignores `logits_to_keep` returns all T positions; those are then indexed.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    device = next(model.parameters()).device
+    ids, mask = input_ids.to(device), attention_mask.to(device)
+    target = labels.to(device).masked_fill(mask == 0, IGNORE)[:, 1:]  # [B, T-1]
+    keep = (target != IGNORE).any(dim=0).nonzero().squeeze(1)  # [K] positions, sorted
+    with torch.inference_mode():
+        try:
+            logits = model(input_ids=ids, attention_mask=mask, logits_to_keep=keep).logits  # [B, K, V]
+        except TypeError:  # a model without logits_to_keep
+            logits = model(input_ids=ids, attention_mask=mask).logits  # [B, T, V]
+        if logits.shape[1] != keep.numel():  # K ≤ T-1 < T, so this means "all positions"
+            logits = logits[:, keep]
+        tgt = target[:, keep]  # [B, K]
+        ce = F.cross_entropy(logits.float().transpose(1, 2), tgt, ignore_index=IGNORE, reduction="none")  # [B, K]
+        n = (tgt != IGNORE).sum(dim=1)  # [B]
+        mean = ce.double().sum(dim=1) / n.clamp(min=1)
+        return torch.where(n > 0, mean, torch.full_like(mean, float("nan"))).cpu()
+
+
 def mean_losses(model, tokenizer, rows: Sequence[EncodedRow], batch_size: int, label: str) -> np.ndarray:
     """float64 [len(rows)]: token-mean CE over each row's label tokens (NaN for a row without any).
 
     Rows are batched by length (little padding) with right padding; results are scattered
     back by index, so the output is in `rows` order and independent of the batch size.
     """
-    from tselect.scoring import token_losses
-
     out = np.full(len(rows), np.nan)
     order = length_sorted(rows)
     n_batches = -(-len(rows) // batch_size)
     for idx, ids, mask, labels in progress.track(batches(rows, batch_size, tokenizer.pad_token_id, order),
                                                  n_batches, label):
-        out[idx] = token_losses(model, ids, mask, labels).mean_ce.double().numpy()
+        out[idx] = label_losses(model, ids, mask, labels).numpy()
     return out
 
 
