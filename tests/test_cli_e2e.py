@@ -145,3 +145,19 @@ def test_finetune_and_evaluate_chain(tmp_path, store, toy_data, tiny_model_dir):
     # Budget above the selection length: one line, exit 2, no finetune artifact.
     proc = tselect("finetune", "--selection", s, "--budget", "25", "--model", tiny_model_dir, store=store, check=False)
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_less_featurize_then_round_robin(store, toy_data, tiny_model_dir):
+    pool, query = toy_data
+    f = last_line(tselect("featurize", "--rep", "less", "--pool", pool, "--query", query, "--model", tiny_model_dir,
+                          "--param", "dim=256", "--batch-size", "8", store=store))
+    art = A.resolve(store, f)
+    feats = S.open_features(art.path)
+    assert len(feats.checkpoints) == 4 and abs(sum(feats.weights) - 1) < 1e-6
+    assert all(p.shape == (24, 256) for p in feats.pools)
+    assert art.inputs["model"] and list(store.glob("warmup/warmup-*"))  # the warmup is its own artifact
+    s = last_line(tselect("select", "--features", f, "--selector", "round_robin", "--budget", "5", store=store))
+    assert len(json.loads((A.resolve(store, s).path / "indices.json").read_text())["indices"]) == 5
+    bad = tselect("featurize", "--rep", "less", "--pool", pool, "--query", query, "--model", tiny_model_dir,
+                  "--param", "dimm=256", store=store, check=False)
+    assert bad.returncode == 2 and "dimm" in bad.stderr

@@ -38,8 +38,8 @@ def flat(parts: dict[str, torch.Tensor]) -> torch.Tensor:
 @pytest.mark.parametrize("kind", PROJECTIONS)
 def test_inner_products_preserved(kind):
     # For a JL map with independent ±1/√dim (dense) or hashed CountSketch entries,
-    # z = (⟨Pg,Pq⟩ − ⟨g,q⟩)·√dim / (‖g‖‖q‖) has mean 0 and variance 1 + cos² − 2Σg_i²q_i²/(‖g‖²‖q‖²)
-    # ≤ 2, so E|z| ≈ 0.8–1.1. Over 300 pairs the mean |z| has standard error ≈ 0.04 and the
+    # z = (⟨Pg,Pq⟩ − ⟨g,q⟩)·√dim / (‖g‖‖q‖) has mean 0 and variance
+    # 1 + cos² − 2Σg_i²q_i²/(‖g‖²‖q‖²) ≤ 2, so E|z| ≈ 0.8–1.1. Over 300 pairs the mean |z| has standard error ≈ 0.04 and the
     # signed mean ≈ 0.07: bounds of 1.3 and 0.35 are > 5 standard errors away.
     proj = make_projector(kind, DIM, seed=0)
     g, q = random_pairs(300, seed=1)

@@ -77,6 +77,8 @@ def test_answer_row_labels_only_the_final_turn(tiny):
             {"role": "user", "content": "And 7 times 8?"}, {"role": "assistant", "content": "56"}]
     row = answer_row(tok, msgs, 256)
     assert tok.decode([t for t in row.labels if t != IGNORE]) == "56</s>"
+    cut = answer_row(tok, msgs, len(answer_row(tok, msgs[:2], 256).input_ids))  # ends after turn 1
+    assert all(t == IGNORE for t in cut.labels), "a truncated-away final turn must leave no labels"
 
 
 def test_clip_and_align_keep_a_common_answer_prefix():
@@ -129,6 +131,16 @@ def test_judge_reads_distinct_digit_tokens_at_the_generation_position(tiny):
     digits = judge.digit_ids(tok)
     assert [tok.decode([d]) for d in digits] == ["1", "2", "3", "4", "5"]
     assert tok.decode(judge.prompt_ids(tok, "Rate it.")).endswith("<|assistant|>\n")
+
+
+def test_judge_prompt_without_a_chat_template_ends_at_the_tulu_assistant_header(tmp_path):
+    from tests.tiny_model import build_tiny_model_no_template
+    from tselect.models import load_tokenizer, resolve_model
+
+    tok = load_tokenizer(resolve_model(str(build_tiny_model_no_template(tmp_path / "plain"))))
+    ids = judge.prompt_ids(tok, "Rate it.")
+    assert tok.decode(ids).endswith("<|user|>\nRate it.\n<|assistant|>\n")
+    assert [tok.decode([d]) for d in judge.digit_ids(tok)] == ["1", "2", "3", "4", "5"]
 
 
 # ---- padding invariance on the tiny model ----------------------------------------------------

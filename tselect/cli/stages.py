@@ -7,6 +7,18 @@ from typing import Annotated
 import typer
 
 from tselect.cli.app import StoreOpt, app, emit, make, root
+from tselect.errors import UserError
+
+
+def parse_pairs(items: list[str] | None) -> tuple[tuple[str, str], ...]:
+    """NAME=VALUE options → sorted (name, value) pairs (sorted so the artifact id ignores order)."""
+    pairs = []
+    for item in items or []:
+        if "=" not in item:
+            raise UserError(f"--param '{item}' must look like NAME=VALUE, e.g. --param dim=4096")
+        k, v = item.split("=", 1)
+        pairs.append((k.strip(), v.strip()))
+    return tuple(sorted(pairs))
 
 
 @app.command()
@@ -21,13 +33,15 @@ def featurize(
     dtype: Annotated[str, typer.Option(help="Stored feature dtype: float16 or float32")] = "float16",
     pool_vectors: Annotated[str | None, typer.Option(help="vectors: .npy, row i = pool example i")] = None,
     query_vectors: Annotated[str | None, typer.Option(help="vectors: .npy, row i = query example i")] = None,
+    param: Annotated[list[str] | None, typer.Option("--param", "-p", help="Representation option NAME=VALUE, e.g. less: dim=8192, projection=sjlt|rademacher, warmup=cpu|less, adam=less|bias_corrected")] = None,
     store: StoreOpt = None,
 ):
     """Turn pool and query examples into a feature store (one unit row per example)."""
     from tselect import featurize as stage
 
     cfg = make(stage.FeaturizeConfig, rep=rep, pool=pool, query=query, model=model, fmt=fmt, max_length=max_length,
-               batch_size=batch_size, dtype=dtype, pool_vectors=pool_vectors, query_vectors=query_vectors)
+               batch_size=batch_size, dtype=dtype, pool_vectors=pool_vectors, query_vectors=query_vectors,
+               params=parse_pairs(param))
     emit(stage.run(cfg, root(store)))
 
 
@@ -44,14 +58,24 @@ def select(
 ):
     """Order pool examples for the queries; every budget is a prefix of the order."""
     from tselect import select as stage
-    from tselect.errors import UserError
 
-    pairs = []
-    for p in param or []:
-        if "=" not in p:
-            raise UserError(f"--param '{p}' must look like NAME=VALUE, e.g. --param eps=0.01")
-        k, v = p.split("=", 1)
-        pairs.append((k.strip(), v.strip()))
     cfg = make(stage.SelectConfig, features=features, selector=selector, budget=budget, seed=seed,
-               params=tuple(sorted(pairs)), scores=scores, exclude=tuple(exclude or ()))
+               params=parse_pairs(param), scores=scores, exclude=tuple(exclude or ()))
     emit(stage.run(cfg, root(store)))
+
+
+@app.command()
+def warmup(
+    pool: Annotated[str, typer.Option(help="Pool whose random fraction warms the LoRA up")] = "builtin:pool",
+    model: Annotated[str | None, typer.Option(help="Local HF causal-LM dir (default: embedded SmolLM2)")] = None,
+    preset: Annotated[str, typer.Option(help="cpu (r=8, embedded model) or less (r=128, the LESS recipe)")] = "cpu",
+    fmt: Annotated[str | None, typer.Option("--format", help="Row format of a pool file")] = None,
+    store: StoreOpt = None,
+):
+    """LESS warmup: LoRA checkpoints (adapter + Adam moments by name) per epoch. `featurize --rep less` runs it when missing."""
+    from tselect.data import load_dataset
+    from tselect.featurize.warmup import WARMUP_PRESETS, produce_warmup
+
+    if preset not in WARMUP_PRESETS:
+        raise UserError(f"unknown --preset '{preset}'; choose one of {', '.join(WARMUP_PRESETS)}")
+    emit(produce_warmup(root(store), model, load_dataset(pool, fmt), WARMUP_PRESETS[preset]))

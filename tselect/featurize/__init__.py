@@ -9,7 +9,7 @@ from pathlib import Path
 from tselect import artifacts, progress, store
 from tselect.data import load_dataset
 from tselect.errors import UserError
-from tselect.featurize import embed, rds, vectors
+from tselect.featurize import embed, less, rds, vectors
 from tselect.featurize.config import FeaturizeConfig
 
 
@@ -24,6 +24,8 @@ REPRESENTATIONS: dict[str, Representation] = {
     "embed": Representation(embed.identity, embed.run, "sentence embeddings (all-MiniLM-L6-v2 by default)"),
     "rds": Representation(rds.identity, rds.run, "RDS+: position-weighted mean of last hidden states"),
     "vectors": Representation(vectors.identity, vectors.run, "bring your own .npy vectors"),
+    "less": Representation(less.identity, less.run,
+                           "LESS: Adam-preconditioned, projected LoRA gradients over warmup checkpoints"),
 }
 
 
@@ -45,6 +47,8 @@ def run(cfg: FeaturizeConfig, root: Path) -> str:
     if cfg.rep not in REPRESENTATIONS:
         raise UserError(f"unknown representation '{cfg.rep}'; choose one of {', '.join(REPRESENTATIONS)}")
     rep = REPRESENTATIONS[cfg.rep]
+    if cfg.params and cfg.rep != "less":
+        raise UserError(f"--rep {cfg.rep} takes no --param options (got {cfg.params[0][0]}); drop them")
     pool, query = load_dataset(cfg.pool, cfg.fmt), load_dataset(cfg.query, cfg.fmt)
     inputs = {"pool": pool.content_hash, "query": query.content_hash, **rep.identity(cfg)}
 

@@ -27,6 +27,8 @@ class FeaturizeConfig:
     """vectors only: .npy file with one row per pool example."""
     query_vectors: str | None = None
     """vectors only: .npy file with one row per query example."""
+    params: tuple[tuple[str, str], ...] = ()
+    """Representation options as (name, value) pairs, e.g. (("dim", "8192"),) for less."""
 
     def __post_init__(self):
         if self.max_length < 8:

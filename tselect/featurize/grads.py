@@ -110,7 +110,8 @@ def _hooks(linears: dict[str, nn.Linear], keep: torch.Tensor, on_grad: OnGrad) -
             seen.add(mname)
             x = inputs[0].detach()  # [B, T, in]
             if x.dim() != 3 or x.shape[:2] != keep.shape:
-                raise ValueError(f"{mname} saw input {tuple(x.shape)}; expected [B, T, in] with [B, T]={tuple(keep.shape)}")
+                raise ValueError(f"{mname} saw input {tuple(x.shape)}; "
+                                 f"expected [B, T, in] with [B, T]={tuple(keep.shape)}")
 
             def grad_hook(g):  # g [B, T, out]
                 for pname, value in _factor_grads(lin, x, g, keep).items():

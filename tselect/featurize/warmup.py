@@ -167,7 +167,8 @@ def train_warmup(model, rows, pad_id: int, cfg: WarmupConfig, out_dir: Path) -> 
         torch.manual_seed(cfg.seed)  # dropout masks
         for epoch in range(cfg.epochs):
             lrs, losses = [], []
-            for group in progress.track(step_groups(len(rows), epoch, cfg), None, f"warmup epoch {epoch + 1}/{cfg.epochs}"):
+            groups = step_groups(len(rows), epoch, cfg)
+            for group in progress.track(groups, len(groups), f"warmup epoch {epoch + 1}/{cfg.epochs}"):
                 lrs.append(float(schedule.get_last_lr()[0]))  # the lr this step actually uses
                 losses.append(_optimizer_step(model, rows, group, pad_id, device))
                 if cfg.max_grad_norm > 0:

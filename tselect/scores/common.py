@@ -18,14 +18,16 @@ from tselect import progress
 from tselect.data.tokenize import IGNORE, EncodedRow, batches, encode_example, length_sorted
 from tselect.data.types import Example
 
+UNTRUNCATED = 1 << 30  # a max_length no conversation reaches
+
 
 @dataclass
 class Result:
     """What a strategy returns: float64 [N] scores (NaN = dropped), raw per-example columns
-    (each a list of N values, NaN where undefined) and the number of tokens run forward."""
+    (each N values, list or array, NaN where undefined) and the number of tokens processed."""
 
     scores: np.ndarray
-    columns: dict[str, list] = field(default_factory=dict)
+    columns: dict[str, Sequence] = field(default_factory=dict)
     tokens: int = 0
 
 
@@ -35,18 +37,21 @@ def last_answer(messages: Sequence[dict[str, str]]) -> int:
 
 
 def answer_row(tokenizer, messages: Sequence[dict[str, str]], max_length: int) -> EncodedRow:
-    """Encode `messages` (ending with the scored assistant turn) with labels on that turn only."""
-    row = encode_example(Example.make(list(messages)), tokenizer, max_length)
+    """Encode `messages` (ending with the scored assistant turn) with labels on that turn only,
+    then truncate to max_length (a turn cut off entirely leaves a row without labels)."""
+    row = encode_example(Example.make(list(messages)), tokenizer, UNTRUNCATED)
     labels = list(row.labels)
     # Labels form runs of non-IGNORE tokens, one per assistant turn (non-assistant tokens sit
-    # between them); keep the last run, which is the final turn.
+    # between them); keep the last run, which is the final turn. Found before truncating, so
+    # a cut never passes an earlier turn's run off as the final one.
     end = len(labels)
     while end > 0 and labels[end - 1] == IGNORE:
         end -= 1
     start = end
     while start > 0 and labels[start - 1] != IGNORE:
         start -= 1
-    return EncodedRow(row.input_ids, [IGNORE] * start + labels[start:end] + [IGNORE] * (len(labels) - end))
+    labels = [IGNORE] * start + labels[start:end] + [IGNORE] * (len(labels) - end)
+    return EncodedRow(row.input_ids[:max_length], labels[:max_length])
 
 
 def n_labels(row: EncodedRow) -> int:

@@ -22,10 +22,9 @@ from tselect import progress
 from tselect.data.tokenize import IGNORE, EncodedRow, batches, encode_example, length_sorted
 from tselect.data.types import Dataset, Example
 from tselect.errors import UserError
-from tselect.scores.common import Result, last_answer, load, n_tokens
+from tselect.scores.common import UNTRUNCATED, Result, last_answer, load, n_tokens
 
 RATINGS = (1, 2, 3, 4, 5)
-UNTRUNCATED = 1 << 30
 RATING_PROMPT = (
     "You are checking examples before they are used to teach an AI assistant. Read the task and the "
     "answer that was given to it.\n\n"

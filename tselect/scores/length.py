@@ -13,9 +13,7 @@ import numpy as np
 from tselect import progress
 from tselect.data.tokenize import IGNORE, encode_example
 from tselect.data.types import Dataset
-from tselect.scores.common import Result
-
-UNTRUNCATED = 1 << 30  # a max_length no conversation reaches
+from tselect.scores.common import UNTRUNCATED, Result
 
 
 def token_counts(example, tokenizer) -> tuple[int, int]:

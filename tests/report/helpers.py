@@ -1,0 +1,69 @@
+"""A fake experiment in a tmp store: hand-written metrics.json, distances and wall times, no model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tselect import artifacts, store
+
+
+def _artifact(root: Path, stage: str, key: dict, files: dict[str, object], wall: float, record: dict | None = None) -> str:
+    def write(build: artifacts.Build) -> None:
+        for rel, obj in files.items():
+            store.write_json(build.path / rel, obj)
+        build.record(**(record or {}))
+
+    aid = artifacts.produce(root, stage, key, {}, write)
+    manifest_path = artifacts.final_dir(root, aid) / artifacts.MANIFEST
+    manifest = json.loads(manifest_path.read_text())
+    manifest["wall_time_s"] = wall  # the manifest is not in its own checksum table
+    manifest_path.write_text(json.dumps(manifest))
+    return aid
+
+
+def metrics(loss: float, acc_norm: float | None) -> dict:
+    ev = {"n": 10, "n_unscored": 0}
+    if acc_norm is not None:
+        ev["mc"] = {"n": 10, "acc": acc_norm - 0.01, "acc_norm": acc_norm, "per_example": []}
+    return {"query": {"loss": loss, "n": 4, "n_skipped": 0, "per_example": []}, "eval": ev}
+
+
+def fake_experiment(root: Path, results: list[dict], targets=("t1",), name: str = "fake") -> str:
+    """results: dicts with kind, target, acc_norm, loss and optionally rep, selector, budget, seed,
+    bin, dist {rep: (coverage, chamfer, ot)}, walls {stage: seconds}. Returns the experiment id."""
+    cells = []
+    for i, r in enumerate(results):
+        walls = {"featurize": 10.0, "select": 1.0, "finetune": 20.0, "evaluate": 5.0, **r.get("walls", {})}
+        cell = {"kind": r["kind"], "targets": [r["target"]], "rep": r.get("rep"), "selector": r.get("selector"),
+                "budget": r.get("budget"), "seed": r.get("seed"), "bin": r.get("bin")}
+        ids = {"evaluate": {r["target"]: _artifact(root, "evaluate", {"i": i}, {"metrics.json": metrics(r["loss"], r["acc_norm"])},
+                                                   walls["evaluate"])}}
+        if r["kind"] != "zero_shot":
+            ids["finetune"] = _artifact(root, "finetune", {"i": i}, {}, walls["finetune"], {"n_train": r.get("budget") or 0})
+        if r["kind"] in ("grid", "quantile", "random"):
+            ids["featurize"] = _artifact(root, "featurize", {"rep": r.get("rep"), "t": r["target"]}, {}, walls["featurize"])
+            ids["select"] = _artifact(root, "select", {"i": i}, {}, walls["select"])
+        dist = {}
+        for rep, (cov, cham, ot) in r.get("dist", {}).items():
+            rows = [{"budget": r.get("budget") or 8, "coverage": cov, "chamfer": cham, "ot": ot, "ot_solver": "emd"}]
+            dist[f"{rep}@{r['target']}"] = _artifact(root, "distance", {"i": i, "rep": rep}, {"distances.json": {"rows": rows}}, 0.5)
+        if dist:
+            ids["distance"] = dist
+        cells.append({"index": i, "key": f"cell{i}", "cell_id": f"cell-{i:016x}", "cell": cell, "ids": ids})
+    body = {"name": name, "targets": {t: f"builtin:{t}" for t in targets}, "cells": cells}
+    return _artifact(root, "experiment", {"name": name, "n": len(results)}, {"cells.json": body}, 0.0)
+
+
+def grid_results(target: str, method_values: dict[tuple[str, str], dict[int, list[float]]],
+                 random_values: dict[int, list[float]], zero_shot: float, loss_of=lambda acc: 2.0 - acc) -> list[dict]:
+    """Rows for one target from acc_norm values per (rep, selector) → budget → per-seed list."""
+    out = [{"kind": "zero_shot", "target": target, "acc_norm": zero_shot, "loss": loss_of(zero_shot)}]
+    for budget, values in random_values.items():
+        out += [{"kind": "random", "target": target, "selector": "random", "budget": budget, "seed": s,
+                 "acc_norm": v, "loss": loss_of(v)} for s, v in enumerate(values)]
+    for (rep, sel), by_budget in method_values.items():
+        for budget, values in by_budget.items():
+            out += [{"kind": "grid", "target": target, "rep": rep, "selector": sel, "budget": budget, "seed": s,
+                     "acc_norm": v, "loss": loss_of(v)} for s, v in enumerate(values)]
+    return out

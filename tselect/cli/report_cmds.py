@@ -1,0 +1,94 @@
+"""`tselect run` (experiment grids from a TOML file) and `tselect report` (the study's write-up)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from tselect.cli.app import StoreOpt, app, emit, make, root, threads
+
+
+@app.command("run")
+def run_grid(
+    experiment: Annotated[Path, typer.Argument(help="Experiment TOML (see examples/experiments/)")],
+    part: Annotated[str | None, typer.Option(help="Run only cells whose index ≡ i mod N, as i/N (split across hosts)")] = None,
+    collect: Annotated[bool, typer.Option("--collect", help="Run nothing; write the experiment artifact if every cell exists")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List the cells and a rough cost estimate; run nothing")] = False,
+    store: StoreOpt = None,
+):
+    """Run every cell of an experiment grid (cached cells are skipped); prints the experiment id."""
+    from tselect import experiment as E
+
+    spec, where = E.load_spec(experiment), root(store)
+    if dry_run:
+        return print_plan(spec, E.parse_part(part))
+    threads()
+    aid = E.run_experiment(spec, where, E.parse_part(part), collect)
+    if aid is not None:
+        emit(aid)
+
+
+@app.command()
+def report(
+    experiment: Annotated[str, typer.Argument(help="Experiment artifact id (from `tselect run`)")],
+    out: Annotated[Path | None, typer.Option(help="Also copy the report directory here")] = None,
+    metric: Annotated[str, typer.Option(help="acc, acc_norm, em, f1, num_em, query_loss or auto (per target)")] = "auto",
+    store: StoreOpt = None,
+):
+    """Tables, plots, diagnostics and a recommendation for an experiment; prints the report id."""
+    import shutil
+
+    from tselect import artifacts
+    from tselect import report as stage
+
+    where = root(store)
+    aid = stage.run(make(stage.ReportConfig, experiment=experiment, metric=metric), where)
+    path = artifacts.resolve(where, aid, stage="report").path
+    if out is not None:
+        shutil.copytree(path, out, dirs_exist_ok=True)
+    print_summary(path)
+    emit(aid)
+
+
+def print_plan(spec, part: tuple[int, int] | None) -> None:
+    """The cells (index, part, key) and the estimate, on stderr."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from tselect.experiment import estimate, plan
+
+    ident = spec.identity()
+    cells = plan(spec, ident.n_pool)
+    mine = [(k, c) for k, c in enumerate(cells) if part is None or k % part[1] == part[0]]
+    table = Table("#", "part", "kind", "cell", title=f"{spec.name}: {len(mine)} of {len(cells)} cells")
+    for k, c in mine:
+        table.add_row(str(k), str(k % part[1]) if part else "-", c.kind, c.key)
+    console = Console(stderr=True)
+    console.print(table)
+    est = estimate(spec, [c for _, c in mine], ident.n_pool)
+    hours = est.pop("seconds") / 3600
+    console.print(", ".join(f"{k.replace('_', ' ')} {v}" for k, v in est.items())
+                  + f"\nrough wall time: {hours:.1f} h (per-unit costs: tselect.experiment.COSTS; an \\[estimate] table overrides them)")
+
+
+def print_summary(path: Path) -> None:
+    """Per target, the metric table (mean ± std, † = beats random), then the recommendation."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from tselect import store
+    from tselect.report.sections import budget_block
+
+    summary = store.read_json(path / "summary.json")
+    console = Console(stderr=True)
+    for t in summary["tables"]:
+        _, headers, rows = budget_block(t)
+        table = Table(*headers, title=f"{t['target']} · {t['quantity']}")
+        for row in rows:
+            table.add_row(*(re.sub(r"\*\*(.+?)\*\*", r"[bold]\1[/bold]", c) for c in row))
+        console.print(table)
+    console.print(re.sub(r"\*\*(.+?)\*\*", r"[bold]\1[/bold]", summary["recommendation"]))
+    console.print(f"report: {path / 'report.html'}")

@@ -1,0 +1,98 @@
+"""Read an experiment artifact into plain rows: metrics, distances and costs per (cell, target).
+
+Everything comes from the artifacts themselves: task metrics and query loss from each evaluate
+artifact's metrics.json (checksum-verified), distances from the distance artifacts, costs from
+each manifest's `wall_time_s`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from tselect import artifacts, store
+
+GEN_METRICS = ("em", "f1", "num_em")
+
+
+def metric_values(m: dict[str, Any]) -> dict[str, float | None]:
+    """metrics.json → {query_loss, acc, acc_norm, em, f1, num_em} (None when not measured)."""
+    mc, gen = m.get("eval", {}).get("mc", {}), m.get("eval", {}).get("generation", {})
+    out = {"query_loss": m["query"]["loss"], "acc": mc.get("acc"), "acc_norm": mc.get("acc_norm")}
+    out.update({k: gen.get(k) for k in GEN_METRICS})
+    return out
+
+
+class Reader:
+    """Cached artifact lookups for one store."""
+
+    def __init__(self, root: Path):
+        self.root, self._arts = root, {}
+
+    def art(self, aid: str) -> artifacts.Artifact:
+        if aid not in self._arts:
+            self._arts[aid] = artifacts.resolve(self.root, aid)
+        return self._arts[aid]
+
+    def wall(self, aid: str | None) -> float:
+        return 0.0 if aid is None else float(self.art(aid).manifest.get("wall_time_s", 0.0))
+
+    def json(self, aid: str, rel: str) -> Any:
+        return store.read_json(artifacts.checked_path(self.art(aid), rel))
+
+    def featurize_costs(self, fid: str) -> tuple[float, float]:
+        """(featurize s without the warmup, warmup s) for a feature artifact.
+
+        A LESS warmup is its own artifact, made inside the first featurize that needs it; its
+        time is split out of that featurize so the ledger shows it once per (model, pool).
+        """
+        feat = self.art(fid)
+        group = feat.path / store.FEATURES
+        warmup = store.open_group(group, mode="r").attrs.get("warmup") if group.exists() else None
+        if not warmup:
+            return self.wall(fid), 0.0
+        w = self.art(warmup)
+        start = _created(feat) - self.wall(fid) - 2.0  # created is to the second
+        made_inside = start <= _created(w) <= _created(feat) + 2.0
+        return (max(0.0, self.wall(fid) - self.wall(warmup)) if made_inside else self.wall(fid)), self.wall(warmup)
+
+
+def _created(art: artifacts.Artifact) -> float:
+    return datetime.strptime(art.manifest["created"], "%Y-%m-%dT%H:%M:%SZ").timestamp()
+
+
+def _distance(reader: Reader, did: str, budget: int | None) -> dict[str, float]:
+    rows = reader.json(did, "distances.json")["rows"]
+    row = rows[-1] if budget is None else next(r for r in rows if r["budget"] == budget)
+    return {k: row[k] for k in ("coverage", "chamfer", "ot")}
+
+
+def _costs(reader: Reader, cell: dict, ids: dict, target: str) -> dict[str, float]:
+    kind = cell["kind"]
+    feat_s, warm_s = reader.featurize_costs(ids["featurize"]) if kind in ("grid", "quantile") else (0.0, 0.0)
+    # random needs no features (its order only uses the pool size), so its selection costs the select alone
+    select_s = reader.wall(ids.get("select")) + reader.wall(ids.get("order")) if kind != "full" else 0.0
+    return {"featurize_s": feat_s, "warmup_s": warm_s, "select_s": select_s,
+            "finetune_s": reader.wall(ids.get("finetune")), "evaluate_s": reader.wall(ids["evaluate"][target])}
+
+
+def gather(root: Path, experiment_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """(experiment cells.json header, rows) for an experiment artifact."""
+    reader = Reader(root)
+    exp = artifacts.resolve(root, experiment_id, stage="experiment")
+    body = store.read_json(artifacts.checked_path(exp, "cells.json"))
+    rows = []
+    for entry in body["cells"]:
+        cell, ids = entry["cell"], entry["ids"]
+        for target in cell["targets"]:
+            dist = {key.split("@")[0]: _distance(reader, did, cell["budget"])
+                    for key, did in ids.get("distance", {}).items() if key.split("@", 1)[1] == target}
+            ft = ids.get("finetune")
+            rows.append({"kind": cell["kind"], "rep": cell["rep"], "selector": cell["selector"], "target": target,
+                         "budget": cell["budget"], "seed": cell["seed"], "bin": cell["bin"],
+                         "metrics": metric_values(reader.json(ids["evaluate"][target], "metrics.json")),
+                         "distance": dist, "cost": _costs(reader, cell, ids, target),
+                         "n_train": reader.art(ft).record.get("n_train") if ft else 0})
+    header = {"id": exp.id, "name": body.get("name"), "targets": body.get("targets", {}), "n_cells": len(body["cells"])}
+    return header, rows

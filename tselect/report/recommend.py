@@ -1,0 +1,76 @@
+"""The recommendation paragraph, computed from budget tables (tselect.report.tables.budget_table).
+
+A method "wins" a (target, budget) pair only under the table's beats-random rule (its mean − std
+clears random's mean + std, mirrored for losses); everything else is reported as no reliable
+winner, so overlapping spreads can never read as a recommendation.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+from tselect.report.tables import display
+
+
+def winners(table: dict) -> list[dict[str, Any]]:
+    """[{target, quantity, budget, method, mean, random, margin}] for every budget with a winner."""
+    out = []
+    for j, (b, m) in enumerate(zip(table["budgets"], table["best"])):
+        if m is None:
+            continue
+        mean, rnd = table["methods"][m][j]["mean"], table["random"][j]["mean"]
+        out.append({"target": table["target"], "quantity": table["quantity"], "budget": b, "method": m,
+                    "mean": mean, "random": rnd, "margin": mean - rnd})
+    return out
+
+
+def margin_text(quantity: str, margin: float) -> str:
+    if quantity == "query_loss":
+        return f"{margin:+.3f} query loss"
+    return f"{100 * margin:+.1f} points"
+
+
+def target_sentence(table: dict) -> str:
+    q, t = table["quantity"], table["target"]
+    wins = winners(table)
+    if not wins:
+        budgets = ", ".join(str(b) for b in table["budgets"]) or "none"
+        return (f"**{t}** ({q}): no reliable winner — at every budget ({budgets}) each representation + selector "
+                f"overlaps random within one seed standard deviation.")
+    parts = [f"{w['method']} at budget {w['budget']} ({display(q, w['mean'])} vs random {display(q, w['random'])}, "
+             f"{margin_text(q, w['margin'])})" for w in wins]
+    text = f"**{t}** ({q}): " + "; ".join(parts) + "."
+    open_budgets = [str(b) for b, m in zip(table["budgets"], table["best"]) if m is None]
+    if open_budgets:
+        text += f" At budget {', '.join(open_budgets)} no method separates from random."
+    zs = table.get("zero_shot")
+    if zs is not None:
+        sign = 1 if table["higher"] else -1
+        below = [w for w in wins if sign * (w["mean"] - zs["mean"]) < 0]
+        if below:
+            text += f" Note: {len(below)} of these wins still trail the zero-shot model ({display(q, zs['mean'])})."
+    return text
+
+
+def recommend(tables: Sequence[dict]) -> dict[str, Any]:
+    """{"winners": [...], "choice": method or None, "text": markdown paragraph}."""
+    wins = [w for t in tables for w in winners(t)]
+    pairs = sum(len(t["budgets"]) for t in tables)
+    lines = [target_sentence(t) for t in tables]
+    if not wins:
+        lines.append("**Overall: no reliable winner.** No representation + selector beats random beyond the seed "
+                     "spread on any target at any budget; random selection is as good here and costs nothing. "
+                     "More seeds, larger budgets or a larger evaluation split may still separate them.")
+        return {"winners": [], "choice": None, "text": "\n\n".join(lines)}
+    counts = Counter(w["method"] for w in wins)
+    choice, k = counts.most_common(1)[0]
+    tied = [m for m, n in counts.items() if n == k and m != choice]
+    best = max((w for w in wins if w["method"] == choice), key=lambda w: abs(w["margin"]))
+    lines.append(f"**Overall: {choice}** beats random beyond the seed spread in {k} of {pairs} (target, budget) "
+                 f"pairs, by up to {margin_text(best['quantity'], best['margin'])} ({best['target']}, budget "
+                 f"{best['budget']}). Weigh that against its selection cost in the cost ledger.")
+    if tied:  # equally frequent winners: the first listed is not better, only first
+        lines[-1] += f" Tied with {', '.join(tied)} ({k} wins each)."
+    return {"winners": wins, "choice": choice, "text": "\n\n".join(lines)}
