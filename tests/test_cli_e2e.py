@@ -161,3 +161,57 @@ def test_less_featurize_then_round_robin(store, toy_data, tiny_model_dir):
     bad = tselect("featurize", "--rep", "less", "--pool", pool, "--query", query, "--model", tiny_model_dir,
                   "--param", "dimm=256", store=store, check=False)
     assert bad.returncode == 2 and "dimm" in bad.stderr
+
+
+def _big_vectors(tmp_path, n=2600):
+    rows = [{"prompt": f"question {i}", "completion": f"answer {i}"} for i in range(n)]
+    pool = tmp_path / "big.jsonl"
+    pool.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    rng = np.random.default_rng(5)
+    np.save(tmp_path / "bp.npy", rng.normal(size=(n, 8)))
+    np.save(tmp_path / "bq.npy", rng.normal(size=(3, 8)))
+    query = tmp_path / "bq.jsonl"
+    query.write_text("".join(json.dumps({"prompt": f"q{i}", "completion": "a"}) + "\n" for i in range(3)))
+    return ("featurize", "--rep", "vectors", "--pool", pool, "--query", query,
+            "--pool-vectors", tmp_path / "bp.npy", "--query-vectors", tmp_path / "bq.npy")
+
+
+def test_sharded_featurize_equals_single_process(tmp_path):
+    args = _big_vectors(tmp_path)  # 2,600 rows = 3 chunks of ≤1,024
+    single = last_line(tselect(*args, store=tmp_path / "one"))
+    sharded = tmp_path / "two"
+    first = tselect(*args, "--shard", "0/2", store=sharded)
+    assert last_line(first) == single and not A.exists(sharded, single)  # waits for shard 1
+    assert "completes when every shard has finished" in first.stderr
+    second = tselect(*args, "--shard", "1/2", store=sharded)
+    assert last_line(second) == single and A.exists(sharded, single)
+    a = S.open_features(A.resolve(tmp_path / "one", single).path)
+    b = S.open_features(A.resolve(sharded, single).path)
+    assert np.asarray(a.pools[0][:]).tobytes() == np.asarray(b.pools[0][:]).tobytes()
+    assert a.queries[0].tobytes() == b.queries[0].tobytes()
+
+
+def test_torchrun_two_processes_match(tmp_path):
+    import shutil
+
+    torchrun = shutil.which("torchrun") or str(Path(sys.executable).with_name("torchrun"))
+    args = _big_vectors(tmp_path)
+    single = last_line(tselect(*args, store=tmp_path / "one"))
+    env = {**os.environ, "TSELECT_STORE": str(tmp_path / "tr"), "TSELECT_PROGRESS": "0", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([torchrun, "--nproc_per_node", "2", "--master_port", "29533", "-m", "tselect", *map(str, args)],
+                          capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert A.exists(tmp_path / "tr", single)
+    a = S.open_features(A.resolve(tmp_path / "one", single).path)
+    b = S.open_features(A.resolve(tmp_path / "tr", single).path)
+    assert np.asarray(a.pools[0][:]).tobytes() == np.asarray(b.pools[0][:]).tobytes()
+
+
+def test_merge_finishes_after_all_shards_wrote(tmp_path):
+    args = _big_vectors(tmp_path)
+    st = tmp_path / "m"
+    aid = last_line(tselect(*args, "--shard", "0/2", store=st))
+    bad = tselect("merge", aid, store=st, check=False)
+    assert bad.returncode == 2 and "rerun the missing --shard" in bad.stderr
+    tselect(*args, "--shard", "1/2", store=st)
+    assert last_line(tselect("merge", aid, store=st)) == aid and A.exists(st, aid)

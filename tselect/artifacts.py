@@ -151,6 +151,48 @@ def produce(root: Path, stage: str, config: dict[str, Any], inputs: dict[str, st
     return aid
 
 
+PENDING = "pending.json"
+
+
+def produce_shard(root: Path, stage: str, config: dict[str, Any], inputs: dict[str, str],
+                  write: Callable[[Build], None], complete: Callable[[Path], bool]) -> tuple[str, bool]:
+    """One shard's part of a sharded artifact; returns (id, whether the artifact is now complete).
+
+    Shards write disjoint chunks of the same `.part` without holding the artifact lock (the
+    writer guarantees disjointness); whichever shard, under the lock, finds `complete(part)`
+    true writes the manifest and renames. `pending.json` keeps the config and inputs so
+    `merge` can finish an artifact whose last shard died after writing its chunks.
+    """
+    aid = compute_id(stage, config, inputs)
+    if exists(root, aid):
+        return aid, True
+    part = final_dir(root, aid).with_suffix(".part")
+    with locked(root, aid):
+        if exists(root, aid):
+            return aid, True
+        part.mkdir(parents=True, exist_ok=True)
+        (part / PENDING).write_text(canonical_json({"stage": stage, "config": config, "inputs": inputs}))
+    build = Build(aid, stage, part)
+    started = time.time()
+    write(build)
+    return aid, finish_if_complete(root, aid, complete, build, time.time() - started)
+
+
+def finish_if_complete(root: Path, aid: str, complete: Callable[[Path], bool], build: Build | None = None,
+                       wall: float = 0.0) -> bool:
+    part = final_dir(root, aid).with_suffix(".part")
+    with locked(root, aid):
+        if exists(root, aid):
+            return True
+        if not part.is_dir() or not (part / PENDING).is_file() or not complete(part):
+            return False
+        pending = json.loads((part / PENDING).read_text())
+        (part / PENDING).unlink()
+        build = build or Build(aid, pending["stage"], part)
+        _finish(build, pending["config"], pending["inputs"], wall)
+    return True
+
+
 def _finish(build: Build, config: dict, inputs: dict, wall: float) -> None:
     manifest = {
         "id": build.id, "stage": build.stage, "schema_version": SCHEMA_VERSION,

@@ -266,7 +266,11 @@ def quiet_transformers():
 def default_device() -> str:
     import torch
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    if not torch.cuda.is_available():
+        return "cpu"
+    # Under torchrun each rank takes its own GPU (TSELECT_DEVICE_INDEX is set from LOCAL_RANK).
+    index = os.environ.get("TSELECT_DEVICE_INDEX")
+    return f"cuda:{int(index) % torch.cuda.device_count()}" if index else "cuda"
 
 
 def set_threads(n: int | None = None) -> int:

@@ -68,4 +68,4 @@ def note(message: str) -> None:
     """A one-line status message on stderr (never stdout, which carries artifact ids)."""
     from rich.console import Console
 
-    Console(stderr=True, highlight=False).print(message)
+    Console(stderr=True, highlight=False, soft_wrap=True).print(message)

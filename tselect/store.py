@@ -12,9 +12,11 @@ streams them. Layout of `features.zarr`:
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,6 +53,18 @@ def chunk_rows_for(dim: int, itemsize: int) -> int:
     return int(max(64, min(65536, TARGET_CHUNK_BYTES // max(1, dim * itemsize))))
 
 
+@contextmanager
+def group_lock(path: Path) -> Iterator[None]:
+    path.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path / ".create.lock", os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
 class RowWriter:
     """A resumable [n, d] zarr array written one whole row chunk at a time.
 
@@ -61,11 +75,15 @@ class RowWriter:
 
     def __init__(self, group_path: Path, name: str, n: int, dim: int, dtype: str = "float16",
                  chunk_rows: int | None = None):
-        import zarr
-
         self.n, self.dim = n, dim
         self.chunk_rows = chunk_rows or chunk_rows_for(dim, np.dtype(dtype).itemsize)
         self.n_chunks = max(1, -(-n // self.chunk_rows))
+        with group_lock(Path(group_path)):  # shards may open the same array at once; one creates it
+            self._open_or_create(Path(group_path), name, n, dim, dtype)
+
+    def _open_or_create(self, group_path: Path, name: str, n: int, dim: int, dtype: str) -> None:
+        import zarr
+
         group = zarr.open_group(str(group_path), mode="a")
         if name in group:
             arr = group[name]
@@ -97,6 +115,20 @@ class RowWriter:
 
     def complete(self) -> bool:
         return bool(np.all(self.done[:]))
+
+
+def features_complete(group_path: Path) -> bool:
+    """Every array of every checkpoint listed in the attrs has all chunks done."""
+    group = open_group(group_path)
+    ckpts = group.attrs.get("checkpoints")
+    if not ckpts:
+        return False
+    for c in ckpts:
+        for name in ("pool", "query"):
+            key = f"{c}/{name}_done"
+            if key not in group or not bool(np.all(group[key][:])):
+                return False
+    return True
 
 
 def open_group(path: Path, mode: str = "a"):

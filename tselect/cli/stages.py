@@ -34,6 +34,7 @@ def featurize(
     pool_vectors: Annotated[str | None, typer.Option(help="vectors: .npy, row i = pool example i")] = None,
     query_vectors: Annotated[str | None, typer.Option(help="vectors: .npy, row i = query example i")] = None,
     param: Annotated[list[str] | None, typer.Option("--param", "-p", help="Representation option NAME=VALUE, e.g. less: dim=8192, projection=sjlt|rademacher, warmup=cpu|less, adam=less|bias_corrected")] = None,
+    shard: Annotated[str | None, typer.Option(help="Compute only shard i of N ('i/N'); default from torchrun RANK/WORLD_SIZE or a Slurm array")] = None,
     store: StoreOpt = None,
 ):
     """Turn pool and query examples into a feature store (one unit row per example)."""
@@ -42,7 +43,40 @@ def featurize(
     cfg = make(stage.FeaturizeConfig, rep=rep, pool=pool, query=query, model=model, fmt=fmt, max_length=max_length,
                batch_size=batch_size, dtype=dtype, pool_vectors=pool_vectors, query_vectors=query_vectors,
                params=parse_pairs(param))
-    emit(stage.run(cfg, root(store)))
+    emit(stage.run(cfg, root(store), shard=resolve_shard(shard)))
+
+
+def resolve_shard(text: str | None) -> tuple[int, int]:
+    """--shard i/N, else torchrun's RANK/WORLD_SIZE, else a Slurm array task, else (0, 1)."""
+    import os
+
+    if text is None:
+        env = os.environ
+        if "WORLD_SIZE" in env and "RANK" in env:
+            text = f"{env['RANK']}/{env['WORLD_SIZE']}"
+            if "LOCAL_RANK" in env:  # one GPU per rank under torchrun
+                os.environ.setdefault("TSELECT_DEVICE_INDEX", env["LOCAL_RANK"])
+        elif "SLURM_ARRAY_TASK_ID" in env and "SLURM_ARRAY_TASK_COUNT" in env:
+            first = int(env.get("SLURM_ARRAY_TASK_MIN", "0"))
+            text = f"{int(env['SLURM_ARRAY_TASK_ID']) - first}/{env['SLURM_ARRAY_TASK_COUNT']}"
+        else:
+            return (0, 1)
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise UserError(f"--shard '{text}' must look like i/N, e.g. --shard 0/4") from None
+    if not (n >= 1 and 0 <= i < n):
+        raise UserError(f"--shard {text}: need 0 <= i < N")
+    return (i, n)
+
+
+@app.command()
+def merge(artifact: str, store: StoreOpt = None):
+    """Finish a sharded featurize artifact once every shard has written its chunks."""
+    from tselect import featurize as stage
+
+    stage.merge(root(store), artifact)
+    emit(artifact)
 
 
 @app.command()

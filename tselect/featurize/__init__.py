@@ -10,6 +10,7 @@ from tselect import artifacts, progress, store
 from tselect.data import load_dataset
 from tselect.errors import UserError
 from tselect.featurize import embed, less, rds, vectors
+from tselect.featurize.common import SHARD
 from tselect.featurize.config import FeaturizeConfig
 
 
@@ -43,7 +44,8 @@ def _where(spec: str) -> str:
     return spec if spec.startswith("builtin:") else str(Path(spec).resolve())
 
 
-def run(cfg: FeaturizeConfig, root: Path) -> str:
+def run(cfg: FeaturizeConfig, root: Path, shard: tuple[int, int] = (0, 1)) -> str:
+    """Featurize (or find) the artifact; with shard=(i, N) compute only chunks c ≡ i (mod N)."""
     if cfg.rep not in REPRESENTATIONS:
         raise UserError(f"unknown representation '{cfg.rep}'; choose one of {', '.join(REPRESENTATIONS)}")
     rep = REPRESENTATIONS[cfg.rep]
@@ -54,13 +56,40 @@ def run(cfg: FeaturizeConfig, root: Path) -> str:
 
     def write(build: artifacts.Build) -> None:
         group = build.path / store.FEATURES
-        store.open_group(group)  # create the root group before arrays
-        attrs = rep.run(cfg, pool, query, group)
-        store.set_attrs(group, {"representation": cfg.rep, "model": cfg.model, "n_pool": len(pool),
-                                "n_query": len(query), **attrs})
+        with store.group_lock(group):
+            store.open_group(group)  # create the root group before arrays
+        token = SHARD.set(shard)
+        try:
+            attrs = rep.run(cfg, pool, query, group)
+        finally:
+            SHARD.reset(token)
+        with store.group_lock(group):  # every shard computes the same attrs; writes are serialized
+            store.set_attrs(group, {"representation": cfg.rep, "model": cfg.model, "n_pool": len(pool),
+                                    "n_query": len(query), **attrs})
         build.record(pool=_where(cfg.pool), query=_where(cfg.query), n_pool=len(pool), n_query=len(query),
                      query_subtasks=[ex.meta.get("subtask") for ex in query.examples])
 
-    aid = artifacts.produce(root, "featurize", _hashed_config(cfg), inputs, write, resume=True)
+    if shard == (0, 1):
+        aid = artifacts.produce(root, "featurize", _hashed_config(cfg), inputs, write, resume=True)
+    else:
+        aid, done = artifacts.produce_shard(root, "featurize", _hashed_config(cfg), inputs, write, _complete)
+        if not done:
+            progress.note(f"featurize shard {shard[0]}/{shard[1]} done; {aid} completes when every shard has finished")
+            return aid
     progress.note(f"featurize {cfg.rep}: {len(pool)} pool × {len(query)} query examples → {aid}")
     return aid
+
+
+def _complete(part: Path) -> bool:
+    return store.features_complete(part / store.FEATURES)
+
+
+def merge(root: Path, aid: str) -> None:
+    """Finish a sharded feature artifact whose shards all wrote their chunks (e.g. the last one died)."""
+    if artifacts.exists(root, aid):
+        return
+    part = artifacts.final_dir(root, aid).with_suffix(".part")
+    if not part.is_dir():
+        raise UserError(f"no unfinished artifact {aid} in {root}; check the id with `tselect ls`")
+    if not artifacts.finish_if_complete(root, aid, _complete):
+        raise UserError(f"{aid} still has chunks no shard has written; rerun the missing --shard i/N commands, then merge")

@@ -1,8 +1,13 @@
-"""Shared featurization plumbing: chunked, resumable writing of unit rows."""
+"""Shared featurization plumbing: chunked, resumable, shardable writing of unit rows.
+
+Sharding: chunk c of every array belongs to shard c mod N, so writers never share a chunk.
+The featurize stage sets `SHARD` around a representation's run; representations need not know.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextvars import ContextVar
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +17,14 @@ from tselect.select.similarity import l2_normalize
 from tselect.store import RowWriter, chunk_rows_for
 
 
+SHARD: ContextVar[tuple[int, int]] = ContextVar("tselect_shard", default=(0, 1))  # (index, count)
+
+
+def owned_chunks(n_chunks: int) -> list[int]:
+    index, count = SHARD.get()
+    return [c for c in range(n_chunks) if c % count == index]
+
+
 def write_unit_rows(group: Path, name: str, n: int, dim: int, dtype: str,
                     rows_fn: "RowsFn", label: str) -> None:
     """Fill `<group>/<name>` [n, dim] with L2-normalized rows_fn(start, stop), chunk by chunk.
@@ -19,7 +32,7 @@ def write_unit_rows(group: Path, name: str, n: int, dim: int, dtype: str,
     Finished chunks survive an interruption; a rerun computes only the pending ones.
     """
     writer = RowWriter(group, name, n, dim, dtype, chunk_rows=resumable_chunk_rows(dim, dtype))
-    pending = writer.pending()
+    pending = writer.pending(owned_chunks(writer.n_chunks))
     todo = sum(writer.bounds(c)[1] - writer.bounds(c)[0] for c in pending)
     with progress.bar(todo, label) as bar:
         for c in pending:

@@ -121,6 +121,7 @@ def cost_gain(ledgers: dict[str, list[dict]], metric: dict[str, str], out: Path,
             ax.scatter([x], [y], s=16, **({"color": "black", "marker": "x"} if e["method"] == "random" else {}))
             ax.annotate(f"{e['method']}@{e['budget'] or 'all'}", (x, y), fontsize=6)
         ax.axhline(0.0, color="black", linestyle="--", linewidth=0.8)
+        ax.margins(x=0.25)  # room for the labels
         unit = "lower is better" if q == "query_loss" else "points"
         ax.set_title(f"{target}: {q} − random ({unit})", fontsize=9)
         ax.set_xlabel("selection + fine-tune wall time (s)")
