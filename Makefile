@@ -11,7 +11,7 @@ PIP := $(PY) -m pip
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.tselect-installed
 
-.PHONY: install demo test test-fast bench reliability repro-smoke clean-store lint
+.PHONY: install demo test test-fast bench reliability repro-smoke repro-small repro-tis clean-store
 
 install: $(STAMP)
 
@@ -35,6 +35,23 @@ test-fast: install
 
 bench: install
 	$(PY) -m bench.run
+
+# The embedded study in minutes (also covered by the test suite through the same code path).
+repro-smoke: install
+	E=$$($(BIN)/tselect run examples/experiments/smoke.toml) && $(BIN)/tselect report $$E --out reports/smoke
+
+# The embedded study on CPU: targets sciq/piqa/arc_easy x reps less/rds/embed x selectors x budgets x seeds.
+repro-small: install
+	E=$$($(BIN)/tselect run examples/experiments/small.toml) && $(BIN)/tselect report $$E --out reports/small
+
+# GPU hosts: export TIS_MODEL TIS_EMBEDDER TIS_POOL TIS_DATA (see the file). PART=i/N runs one share;
+# a final `make repro-tis` without PART fills any gap, collects and reports.
+repro-tis: install
+ifdef PART
+	$(BIN)/tselect run examples/experiments/tis.toml --part $(PART)
+else
+	E=$$($(BIN)/tselect run examples/experiments/tis.toml) && $(BIN)/tselect report $$E --out reports/tis
+endif
 
 clean-store:
 	rm -rf .tselect

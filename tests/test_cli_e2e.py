@@ -215,3 +215,16 @@ def test_merge_finishes_after_all_shards_wrote(tmp_path):
     assert bad.returncode == 2 and "rerun the missing --shard" in bad.stderr
     tselect(*args, "--shard", "1/2", store=st)
     assert last_line(tselect("merge", aid, store=st)) == aid and A.exists(st, aid)
+
+
+def test_too_little_disk_fails_early(tmp_path):
+    small = tmp_path / "small"
+    small.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(small)], capture_output=True).returncode:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    try:
+        proc = tselect(*_big_vectors(tmp_path), store=small / "store", check=False)
+        assert proc.returncode == 2 and "MB free but these features need about" in proc.stderr
+        assert not list((small / "store").glob("featurize/*"))
+    finally:
+        subprocess.run(["umount", str(small)])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from tselect.cli import artifacts_cmds, stages, train_cmds  # noqa: F401  (registers commands)
+from tselect.cli import artifacts_cmds, report_cmds, stages, train_cmds  # noqa: F401  (registers commands)
 from tselect.cli.app import app
 from tselect.errors import UserError
 

@@ -19,14 +19,52 @@ class Representation:
     identity: Callable[[FeaturizeConfig], dict[str, str]]  # model fingerprints for the id
     run: Callable  # (cfg, pool, query, group_path) -> attrs (dim, checkpoints, weights, ...)
     summary: str
+    shape: Callable[[FeaturizeConfig], tuple[int, int]]  # (dim, checkpoints) before any work
+
+
+def _config_width(path: Path, key: str = "hidden_size") -> int:
+    import json
+
+    return int(json.loads((Path(path) / "config.json").read_text()).get(key, 1024))
+
+
+def _embed_shape(cfg: FeaturizeConfig) -> tuple[int, int]:
+    from tselect import assets
+
+    path = assets.locate("minilm") if cfg.model in (None, "", "builtin:minilm") else Path(cfg.model)
+    return _config_width(path), 1
+
+
+def _rds_shape(cfg: FeaturizeConfig) -> tuple[int, int]:
+    from tselect.models import resolve_model
+
+    return _config_width(resolve_model(cfg.model).path), 1
+
+
+def _vectors_shape(cfg: FeaturizeConfig) -> tuple[int, int]:
+    import numpy as np
+
+    try:
+        return int(np.load(cfg.pool_vectors, mmap_mode="r").shape[-1]), 1
+    except (OSError, ValueError):
+        return 1, 1  # vectors.run reports the unreadable file properly
+
+
+def _less_shape(cfg: FeaturizeConfig) -> tuple[int, int]:
+    from tselect.featurize.warmup import WARMUP_PRESETS
+
+    lc = less.less_config(cfg)
+    return lc.dim, WARMUP_PRESETS[lc.warmup].epochs
 
 
 REPRESENTATIONS: dict[str, Representation] = {
-    "embed": Representation(embed.identity, embed.run, "sentence embeddings (all-MiniLM-L6-v2 by default)"),
-    "rds": Representation(rds.identity, rds.run, "RDS+: position-weighted mean of last hidden states"),
-    "vectors": Representation(vectors.identity, vectors.run, "bring your own .npy vectors"),
+    "embed": Representation(embed.identity, embed.run, "sentence embeddings (all-MiniLM-L6-v2 by default)",
+                            _embed_shape),
+    "rds": Representation(rds.identity, rds.run, "RDS+: position-weighted mean of last hidden states", _rds_shape),
+    "vectors": Representation(vectors.identity, vectors.run, "bring your own .npy vectors", _vectors_shape),
     "less": Representation(less.identity, less.run,
-                           "LESS: Adam-preconditioned, projected LoRA gradients over warmup checkpoints"),
+                           "LESS: Adam-preconditioned, projected LoRA gradients over warmup checkpoints",
+                           _less_shape),
 }
 
 
@@ -53,6 +91,7 @@ def run(cfg: FeaturizeConfig, root: Path, shard: tuple[int, int] = (0, 1)) -> st
         raise UserError(f"--rep {cfg.rep} takes no --param options (got {cfg.params[0][0]}); drop them")
     pool, query = load_dataset(cfg.pool, cfg.fmt), load_dataset(cfg.query, cfg.fmt)
     inputs = {"pool": pool.content_hash, "query": query.content_hash, **rep.identity(cfg)}
+    _check_space(root, cfg, rep, len(pool) + len(query))
 
     def write(build: artifacts.Build) -> None:
         group = build.path / store.FEATURES
@@ -78,6 +117,23 @@ def run(cfg: FeaturizeConfig, root: Path, shard: tuple[int, int] = (0, 1)) -> st
             return aid
     progress.note(f"featurize {cfg.rep}: {len(pool)} pool × {len(query)} query examples → {aid}")
     return aid
+
+
+def _check_space(root: Path, cfg: FeaturizeConfig, rep: Representation, n_rows: int) -> None:
+    """Fail before hours of work when the store's disk cannot hold the features."""
+    import shutil
+
+    dim, ckpts = rep.shape(cfg)
+    need = int(n_rows * dim * (2 if cfg.dtype == "float16" else 4) * ckpts * 1.05) + (8 << 20)
+    if cfg.rep == "less":
+        need += 64 << 20  # warmup checkpoints: adapters and Adam moments
+    probe = Path(root).resolve()
+    while not probe.exists():
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
+    if free < need:
+        raise UserError(f"store {root} has {free / 1e6:.1f} MB free but these features need about {need / 1e6:.1f} MB "
+                        f"({n_rows} rows x {dim} dims x {ckpts} checkpoints); free space or pass --store on a larger disk")
 
 
 def _complete(part: Path) -> bool:
