@@ -28,7 +28,7 @@ demo: install
 	TSELECT_STORE=$${TSELECT_STORE:-.tselect} bash examples/demo.sh
 
 test: install
-	$(BIN)/pytest -q -p no:cacheprovider
+	$(BIN)/pytest -q -p no:cacheprovider -m "slow or not slow"
 
 test-fast: install
 	$(BIN)/pytest -q -p no:cacheprovider -m "not slow"

@@ -30,6 +30,7 @@ import numpy as np
 
 HERE = Path(__file__).parent
 CASES = ("bare", "topk", "round_robin", "uot")
+DEFAULT_CASES = "bare,topk,round_robin,uot,bare"  # bare twice brackets drifting contention
 TARGETS = {"ratio_vs_bare": 1.5, "peak_rss_gb": 2.0, "applies_to": ["topk", "round_robin"]}
 
 
@@ -40,7 +41,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--dim", type=int, default=8192, help="feature dim d")
     ap.add_argument("--budget", type=int, default=10_000, help="selection budget k")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--cases", default=",".join(CASES), help=f"comma list from {CASES} (repeats allowed)")
+    ap.add_argument("--cases", default=DEFAULT_CASES, help=f"comma list from {CASES} (repeats allowed)")
     ap.add_argument("--data", type=Path, default=HERE / "data")
     ap.add_argument("--out", type=Path, default=HERE / "results")
     ap.add_argument("--no-evict", action="store_true", help="keep the store in the page cache between cases")
@@ -127,11 +128,11 @@ def measure(case: str, art: Path, budget: int) -> dict:
     load = os.getloadavg()[0]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), _cpu_seconds()
         out = bare_pass(sim) if case == "bare" else _select(case, feats, sim, budget)
-        seconds = time.perf_counter() - t0
+        seconds, cpu = time.perf_counter() - t0, _cpu_seconds() - cpu0
     passes[0] += case == "bare"  # bare reads the pool once, without sim.chunks()
-    return {"case": case, "seconds": round(seconds, 3), "passes": passes[0],
+    return {"case": case, "seconds": round(seconds, 3), "cpu_seconds": round(cpu, 3), "passes": passes[0],
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
             "rss_before_mb": round(rss_before, 1), "chunk_rows": sim.chunk_rows,
             "load_avg_1m": [round(load, 2), round(os.getloadavg()[0], 2)],
@@ -160,6 +161,12 @@ def _select(case: str, feats, sim, budget: int) -> int:
     order = out[0] if isinstance(out, tuple) else out
     assert len(order) == budget and len(set(order.tolist())) == budget
     return int(len(order))
+
+
+def _cpu_seconds() -> float:
+    """User + system CPU time of this process (all threads): a contention-robust work measure."""
+    use = resource.getrusage(resource.RUSAGE_SELF)
+    return use.ru_utime + use.ru_stime
 
 
 def _rss_mb() -> float:
@@ -207,21 +214,22 @@ def _cpu_model() -> str:
     return platform.processor()
 
 
-def summarize(results: list[dict], a: argparse.Namespace) -> tuple[dict, str]:
+def summarize(results: list[dict], a: argparse.Namespace, argv: list[str]) -> tuple[dict, str]:
     store_gb = a.n * a.dim * 2 / 1e9
-    bare = [r["seconds"] for r in results if r["case"] == "bare"]
-    base = float(np.mean(bare)) if bare else None
-    for r in results:
+    base = float(np.mean([r["seconds"] for r in results if r["case"] == "bare"] or [np.nan]))
+    base_cpu = float(np.mean([r["cpu_seconds"] for r in results if r["case"] == "bare"] or [np.nan]))
+    for r in results:  # ratios against the mean of the bare runs
         r["store_gb_per_s"] = round(r["passes"] * store_gb / r["seconds"], 3) if r["seconds"] else None
-        r["x_bare"] = round(r["seconds"] / base, 3) if base else None
-    if base:
+        r["x_bare"] = round(r["seconds"] / base, 3) if base == base else None
+        r["x_bare_cpu"] = round(r["cpu_seconds"] / base_cpu, 3) if base_cpu == base_cpu else None
+    if base == base:
         flop = 2.0 * a.n * a.m * a.dim
         for r in results:
             r["gflop_per_s_one_pass"] = round(flop / r["seconds"] / 1e9, 1) if r["case"] == "bare" else None
     sizes = {"n_pool": a.n, "n_query": a.m, "dim": a.dim, "dtype": "float16", "store_gb": round(store_gb, 2),
              "budget": a.budget, "evicted_before_each_case": not a.no_evict}
     doc = {"machine": machine(), "sizes": sizes, "targets": TARGETS,
-           "command": "python -m bench.run select " + " ".join(sys.argv[2:] if sys.argv[1:2] == ["select"] else []),
+           "command": " ".join(["python -m bench.run select", *argv]),
            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "cases": results}
     return doc, markdown(doc)
 
@@ -230,12 +238,14 @@ def markdown(doc: dict) -> str:
     s, m = doc["sizes"], doc["machine"]
     lines = [f"N={s['n_pool']:,} pool × M={s['n_query']:,} query × d={s['dim']} ({s['dtype']}, {s['store_gb']} GB), "
              f"budget {s['budget']:,}; {m['cores']} cores ({m['cpu']}), numpy {m['numpy']}, torch {m['torch']}.",
-             "", "| case | seconds | × bare | passes | store GB/s | peak RSS GB | load avg (start→end) |",
-             "|---|---:|---:|---:|---:|---:|---|"]
+             "", "| case | wall s | × bare | CPU s | × bare CPU | passes | store GB/s | peak RSS GB | load avg |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in doc["cases"]:
-        x = f"{r['x_bare']:.2f}" if r["x_bare"] is not None else "–"
-        lines.append(f"| {r['case']} | {r['seconds']:.1f} | {x} | {r['passes']} | {r['store_gb_per_s']} | "
-                     f"{r['peak_rss_mb'] / 1024:.2f} | {r['load_avg_1m'][0]}→{r['load_avg_1m'][1]} |")
+        x, xc = (f"{v:.2f}" if v is not None else "–" for v in (r["x_bare"], r["x_bare_cpu"]))
+        lines.append(f"| {r['case']} | {r['seconds']:.1f} | {x} | {r['cpu_seconds']:.0f} | {xc} | {r['passes']} | "
+                     f"{r['store_gb_per_s']} | {r['peak_rss_mb'] / 1024:.2f} | {r['load_avg_1m'][0]}→{r['load_avg_1m'][1]} |")
+    lines += ["", f"Command: `{doc['command']}`. × bare = against the mean of the bare runs; CPU s = user+system "
+              "time of the case's process (all threads), steadier than wall time on a shared machine."]
     return "\n".join(lines) + "\n"
 
 
@@ -253,7 +263,7 @@ def main(argv: list[str]) -> int:
     for case in cases:
         results.append(run_case(case, art, a))
         print(f"{case}: {results[-1]['seconds']:.1f}s, peak {results[-1]['peak_rss_mb']:.0f} MB", file=sys.stderr, flush=True)
-    doc, table = summarize(results, a)
+    doc, table = summarize(results, a, argv)
     a.out.mkdir(parents=True, exist_ok=True)
     (a.out / "select.json").write_text(json.dumps(doc, indent=1) + "\n")
     (a.out / "select.md").write_text(table)
