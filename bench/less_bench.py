@@ -2,8 +2,8 @@
 batched forward+backward floor and the reference LESS loop, plus peak RSS of the featurize
 write path at two pool sizes.
 
-    python -m bench.run less                        # defaults sized for ~15 min on 2 busy cores
-    python -m bench.run less --n 32 --b-examples 8 --b-max-blocks 0   # bigger, nothing extrapolated
+    python -m bench.run less                        # defaults: ~18 min measured on 2 cores at load ~7
+    python -m bench.run less --n 32 --b-examples 8 --b-max-blocks 0 --rad-sample 1   # nothing extrapolated (hours)
 
 Model: the embedded SmolLM2-135M (fp32, CPU) with a fresh LoRA made by `warmup.wrap_lora`,
 preset cpu (r=8 on q,k,v,o_proj = 921,600 parameters). lora_B gets small seeded values (it is
@@ -76,7 +76,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--n-rad", type=int, default=16, help="examples (one batch) measured by C-rad")
     ap.add_argument("--rad-sample", type=int, default=60, help="C-rad projects every k-th LoRA parameter (1 = all)")
     ap.add_argument("--b-examples", type=int, default=4, help="examples measured by B (= its projection interval)")
-    ap.add_argument("--b-max-blocks", type=int, default=16, help="B generates at most this many 128-column blocks (0 = all)")
+    ap.add_argument("--b-max-blocks", type=int, default=8, help="B generates at most this many 128-column blocks (0 = all)")
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--max-length", type=int, default=128)
     ap.add_argument("--dim", type=int, default=8192, help="projection dim of the headline cases")

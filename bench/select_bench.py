@@ -71,8 +71,13 @@ def ensure_store(a: argparse.Namespace) -> Path:
     for name, n, stream in (("query", a.m, 1), ("pool", a.n, 0)):
         w = store.RowWriter(group / "0", name, n, a.dim, "float16", resumable_chunk_rows(a.dim, "float16"))
         todo, t0 = w.pending(), time.perf_counter()
-        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:  # RNG + cast release the GIL
-            list(pool.map(lambda c, w=w, s=stream: w.write(c, _rows(a.seed, s, *w.bounds(c), centers)), todo))
+        workers = os.cpu_count() or 1
+        with ThreadPoolExecutor(max_workers=workers) as pool:  # RNG + cast release the GIL
+            for i in range(0, len(todo), 2 * workers):  # bounded batches: at most 2 chunks per thread in memory
+                batch = todo[i : i + 2 * workers]
+                made = pool.map(lambda c, w=w, s=stream: _rows(a.seed, s, *w.bounds(c), centers), batch)
+                for c, rows in zip(batch, made):
+                    w.write(c, rows)  # one writer: the done mask is a single zarr chunk (read-modify-write)
         if todo:
             print(f"generated {name} {n}×{a.dim} in {time.perf_counter() - t0:.0f}s", file=sys.stderr)
     store.set_attrs(group, {"representation": "synthetic", "dim": a.dim, "checkpoints": ["0"], "weights": [1.0],

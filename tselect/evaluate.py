@@ -148,16 +148,36 @@ def _mean(xs: list[float]) -> float | None:
 
 # --- what is evaluated -------------------------------------------------------------------------
 
-def _load_adapter(art: artifacts.Artifact):
-    from peft import PeftModel
+def _check_trained_files(art: artifacts.Artifact) -> None:
+    """Every file of the adapter/ (or model/) directory against the manifest checksums."""
+    output = art.record.get("output", "adapter")
+    rels = [rel for rel in art.manifest.get("files", {}) if rel.startswith(output + "/")]
+    if not rels:
+        raise UserError(f"artifact {art.id} lists no {output}/ files; remove it with `tselect rm {art.id}` "
+                        "and rerun the finetune command that made it")
+    for rel in rels:
+        artifacts.checked_path(art, rel)
 
-    from tselect.finetune import base_model_spec, trained_path
-    from tselect.models import load_model, quiet_transformers, resolve_model
+
+def _check_base(art: artifacts.Artifact):
+    """The base model an adapter was trained on, refused if its files changed since."""
+    from tselect.finetune import base_model_spec
+    from tselect.models import resolve_model
 
     ref = resolve_model(base_model_spec(art))
     if ref.fingerprint != art.inputs.get("model"):
         raise UserError(f"the base model of {art.id} ({base_model_spec(art) or 'builtin:smollm2'}) changed since "
                         "it was trained; restore it or fine-tune again")
+    return ref
+
+
+def _load_adapter(art: artifacts.Artifact):
+    from peft import PeftModel
+
+    from tselect.finetune import trained_path
+    from tselect.models import load_model, quiet_transformers
+
+    ref = _check_base(art)
     model, tok = load_model(ref)
     with quiet_transformers():
         model = PeftModel.from_pretrained(model, str(trained_path(art))).eval()
@@ -184,6 +204,9 @@ def _subject(cfg: EvaluateConfig, root: Path) -> tuple[dict[str, str], Any]:
     if cfg.model is not None:
         raise UserError("--finetune already names its base model; drop --model")
     art = artifacts.resolve(root, cfg.finetune, stage="finetune")
+    _check_trained_files(art)  # before any artifact directory exists
+    if art.record.get("output", "adapter") == "adapter":
+        _check_base(art)
     return {"finetune": art.id}, lambda: LOADERS[art.record.get("output", "adapter")](art)
 
 
@@ -193,12 +216,24 @@ def _eval_spec(cfg: EvaluateConfig) -> str | None:
     return f"{cfg.target}:eval" if cfg.target.startswith("builtin:") and cfg.target.count(":") == 1 else None
 
 
+def _scorable(ex) -> bool:
+    return ("choices" in ex.meta and "gold" in ex.meta) or "answers" in ex.meta
+
+
 def _datasets(cfg: EvaluateConfig):
     from tselect.data import load_dataset
+    from tselect.data.builtin import builtin_names
 
-    query = load_dataset(cfg.target, cfg.fmt)
     spec = _eval_spec(cfg)
+    if spec is not None and cfg.eval_data is None and spec not in builtin_names():
+        with_eval = ", ".join(n[: -len(":eval")] for n in builtin_names() if n.endswith(":eval"))
+        raise UserError(f"--target {cfg.target} has no eval split; pass --eval-data FILE or use a target "
+                        f"that has one ({with_eval})")
+    query = load_dataset(cfg.target, cfg.fmt)
     evalset = load_dataset(spec, cfg.fmt) if spec else None
+    if evalset is not None and not any(_scorable(ex) for ex in evalset.examples[: cfg.limit]):
+        raise UserError(f"eval data {spec}: no row carries `choices` + `gold` (multiple choice) or `answers` "
+                        "(generation), so nothing can be scored; add them to the rows or drop --eval-data")
     return query, evalset
 
 

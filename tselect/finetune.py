@@ -83,20 +83,29 @@ def _reporter(total_hint: int):
     return on_step
 
 
-def _train_and_write(cfg: FinetuneConfig, examples, ref, build: artifacts.Build) -> None:
+def _encode_checked(cfg: FinetuneConfig, examples, ref):
+    """Training rows, checked before any artifact directory exists (a bad --max-length leaves nothing)."""
     from tselect.data.tokenize import encode
+    from tselect.models import load_tokenizer
+
+    enc = encode(examples, load_tokenizer(ref), cfg.train.max_length)
+    if not enc.rows:
+        raise UserError(f"none of the {len(examples)} training examples keeps a response token within "
+                        f"--max-length {cfg.train.max_length}; raise --max-length")
+    return enc
+
+
+def _train_and_write(cfg: FinetuneConfig, enc, ref, build: artifacts.Build) -> None:
     from tselect.models import load_model
     from tselect.training import expected_steps, train
 
     model, tok = load_model(ref, dtype=LOAD_DTYPE[cfg.train.method])
-    enc = encode(examples, tok, cfg.train.max_length)
-    if not enc.rows:
-        raise UserError(f"none of the {len(examples)} training examples keeps a response token within "
-                        f"max_length={cfg.train.max_length}; raise --max-length")
     result = train(model, enc.rows, cfg.train, tok.pad_token_id,
                    on_step=_reporter(expected_steps(len(enc.rows), cfg.train)))
     out = build.path / OUTPUT_DIR[cfg.train.method]
     SAVERS[cfg.train.method](result.model, out)
+    if cfg.train.method == "lora":
+        canonical_adapter_config(out)
     if cfg.train.method == "full":
         tok.save_pretrained(out)  # a full model directory is loadable on its own
     steps = list(range(1, len(result.losses) + 1))
@@ -106,6 +115,25 @@ def _train_and_write(cfg: FinetuneConfig, examples, ref, build: artifacts.Build)
                  final_loss=result.losses[-1] if result.losses else None, cost=result.cost)
 
 
+# peft keeps these as Python sets and writes them in hash order, which differs between processes.
+_SET_VALUED = ("target_modules", "modules_to_save", "exclude_modules")
+
+
+def canonical_adapter_config(adapter_dir: Path) -> None:
+    """Rewrite adapter_config.json with set-valued fields sorted, so identical runs give identical bytes."""
+    import json
+    import os
+
+    path = Path(adapter_dir) / "adapter_config.json"
+    config = json.loads(path.read_text())
+    for key in _SET_VALUED:
+        if isinstance(config.get(key), list) and all(isinstance(v, str) for v in config[key]):
+            config[key] = sorted(config[key])
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(config, indent=2, sort_keys=True))  # peft's own layout
+    os.replace(tmp, path)
+
+
 def run(cfg: FinetuneConfig, root: Path) -> str:
     from tselect.models import resolve_model
 
@@ -113,12 +141,18 @@ def run(cfg: FinetuneConfig, root: Path) -> str:
     ref = resolve_model(cfg.model)
     inputs = {**inputs, "model": ref.fingerprint}
 
+    hashed = _hashed_config(cfg)
+    if artifacts.exists(root, artifacts.compute_id("finetune", hashed, inputs)):
+        enc = None  # nothing to train: produce returns the finished artifact's id
+    else:
+        enc = _encode_checked(cfg, examples, ref)
+
     def write(build: artifacts.Build) -> None:
         build.record(model=cfg.model if cfg.model is None else _where(cfg.model), model_path=str(ref.path),
                      n_selected=len(examples), **facts)
-        _train_and_write(cfg, examples, ref, build)
+        _train_and_write(cfg, enc if enc is not None else _encode_checked(cfg, examples, ref), ref, build)
 
-    aid = artifacts.produce(root, "finetune", _hashed_config(cfg), inputs, write)
+    aid = artifacts.produce(root, "finetune", hashed, inputs, write)
     progress.note(f"finetune {cfg.train.method}: {len(examples)} examples → {aid}")
     return aid
 

@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.reliability import helpers as H
-
-FT_ARGS = ("--epochs", "2", "--batch-size", "4", "--effective-batch-size", "8", "--lr", "1e-3")
+from tests.reliability import scenarios as S
 
 
 @pytest.fixture(scope="session")
@@ -29,18 +28,8 @@ def big_vectors(tmp_path_factory) -> dict:
 
 @pytest.fixture(scope="session")
 def small_chain(tmp_path_factory, tiny_model_dir) -> dict:
-    """64 pool rows → vectors features → random selection → tiny LoRA finetune → evaluate."""
-    d = tmp_path_factory.mktemp("chain")
-    inp = H.make_vectors_inputs(d / "in", 64)
-    st = d / "ref"
-    f = H.last_line(H.tselect(*H.vectors_args(inp), store=st))
-    s = H.last_line(H.tselect("select", "--features", f, "--selector", "round_robin", store=st))
-    ft_args = ["finetune", "--selection", s, "--budget", "32", "--model", tiny_model_dir, *FT_ARGS]
-    ft = H.last_line(H.tselect(*ft_args, store=st))
-    ev_args = ["evaluate", "--target", inp["query"], "--finetune", ft]
-    ev = H.last_line(H.tselect(*ev_args, store=st))
-    return {"inputs": inp, "dir": d, "ref": st, "features": f, "selection": s, "finetune": ft,
-            "ft_args": ft_args, "evaluate": ev, "ev_args": ev_args, "model": tiny_model_dir}
+    """64 pool rows → vectors features → round_robin selection → tiny LoRA finetune → evaluate."""
+    return S.build_chain(tmp_path_factory.mktemp("chain"), tiny_model_dir)
 
 
 def copy_store(src: Path, dst: Path) -> Path:

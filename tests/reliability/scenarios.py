@@ -93,8 +93,15 @@ def compare(store: Path, ref_store: Path, aid: str, at_kill: tuple[dict, dict] |
 
 
 def verify_line(store: Path, aid: str) -> str:
-    proc = H.tselect("verify", aid, store=store, check=False)
-    return "ok" if proc.returncode == 0 else " | ".join(proc.stderr.strip().splitlines())
+    """What `tselect verify ID` checks, in-process: "ok" or the problems found."""
+    from tselect import artifacts as A
+    from tselect.errors import UserError
+
+    try:
+        problems = A.verify(A.resolve(store, aid))
+    except UserError as e:
+        return str(e)
+    return "ok" if not problems else "; ".join(problems)
 
 
 def _finish_outcome(out: dict, store: Path, ref_store: Path, aid: str, at_kill, rerun) -> dict:
@@ -168,3 +175,38 @@ def chunks_done(part: Path, arr_suffix: str = "pool", at_least: int = 1) -> bool
     except (OSError, ValueError):
         return False
     return any(k.endswith(arr_suffix) and int(m.sum()) >= at_least for k, m in masks.items())
+
+
+FT_ARGS = ("--epochs", "2", "--batch-size", "4", "--effective-batch-size", "8", "--lr", "1e-3")
+
+
+def build_chain(d: Path, model_dir: Path | None, n_pool: int = 64, train: bool = True) -> dict:
+    """vectors features → round_robin selection (→ tiny LoRA finetune → evaluate) in `d/ref`."""
+    inp = H.make_vectors_inputs(d / "in", n_pool)
+    st = d / "ref"
+    f = H.last_line(H.tselect(*H.vectors_args(inp), store=st))
+    s = H.last_line(H.tselect("select", "--features", f, "--selector", "round_robin", store=st))
+    out = {"inputs": inp, "dir": d, "ref": st, "features": f, "selection": s, "model": model_dir}
+    if train:
+        ft_args = ["finetune", "--selection", s, "--budget", "32", "--model", model_dir, *FT_ARGS]
+        ev_args = ["evaluate", "--target", inp["query"], "--finetune", "{2}"]
+        _, _, ft, ev = H.tselect_many([H.vectors_args(inp), ["select", "--features", "{0}", "--selector",
+                                                             "round_robin"], ft_args, ev_args], st, d / "cmds")
+        out.update(finetune=ft, ft_args=ft_args, evaluate=ev, ev_args=[*ev_args[:-1], ft])
+    return out
+
+
+def same_as_reference(store: Path, ref_store: Path, aid: str) -> tuple[bool, list[str]]:
+    """(identical to the reference, known defects that explain the difference if not).
+
+    A run that took over a killed build's .part may carry the killed writer's '*.partial' temp
+    files into its manifest (D2); everything else must match byte for byte.
+    """
+    got, want = H.fingerprint(store, aid), H.fingerprint(ref_store, aid)
+    if got == want:
+        return True, []
+    strip = lambda fp: {  # noqa: E731
+        "files": {k: v for k, v in fp["files"].items() if not k.endswith(".partial")},
+        "manifest": {**fp["manifest"], "files": {k: v for k, v in fp["manifest"].get("files", {}).items()
+                                                 if not k.endswith(".partial")}}}
+    return False, (["D2-orphan-temp"] if strip(got) == strip(want) else [])

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import sys
 
-from tselect.cli import artifacts_cmds, report_cmds, stages, train_cmds  # noqa: F401  (registers commands)
+from tselect.cli import (  # noqa: F401  (importing registers the commands)
+    artifacts_cmds, distance_cmd, report_cmds, score_cmd, stages, train_cmds)
 from tselect.cli.app import app
 from tselect.errors import UserError
 

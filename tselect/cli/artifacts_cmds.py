@@ -50,14 +50,25 @@ def verify(artifact: Annotated[str | None, typer.Argument(help="Artifact id (def
     from tselect import artifacts as A
     from tselect.errors import UserError
 
-    arts = [A.resolve(root(store), artifact)] if artifact else A.list_artifacts(root(store))
-    bad = 0
-    for a in arts:
-        problems = A.verify(a)
-        bad += bool(problems)
-        typer.echo(f"{a.id}: {'ok' if not problems else 'CORRUPT: ' + '; '.join(problems)}", err=True)
-    if bad:
-        raise UserError(f"{bad} of {len(arts)} artifacts are corrupt; remove them with `tselect rm ID` and rerun the commands that made them")
+    r = root(store)
+    if artifact:
+        ids = [A.resolve(r, artifact).id]
+    else:  # every finished artifact, each checked on its own (one corrupt manifest must not hide the rest)
+        ids = sorted(d.name for d in r.glob("*/*") if d.is_dir() and d.suffix != ".part" and (d / A.MANIFEST).is_file())
+    corrupt = []
+    for aid in ids:
+        try:
+            problems = A.verify(A.resolve(r, aid))
+        except UserError as e:  # unreadable manifest
+            problems = [str(e)]
+        if problems:
+            corrupt.append(aid)
+        typer.echo(f"{aid}: {'ok' if not problems else 'CORRUPT: ' + '; '.join(problems)}", err=True)
+    if corrupt:
+        names = ", ".join(corrupt[:5]) + (f" and {len(corrupt) - 5} more" if len(corrupt) > 5 else "")
+        raise UserError(f"{len(corrupt)} of {len(ids)} artifacts are corrupt ({names}); rebuild each with "
+                        f"`tselect rm ID --store {r}` and then rerun the command that made it "
+                        "(its configuration and inputs: `tselect show ID`)")
 
 
 @app.command()
@@ -87,14 +98,22 @@ def export(
     from tselect.lineage import load_pool, selection_indices
     from tselect.store import write_json
 
+    from tselect.errors import UserError
+
     r = root(store)
     art = A.resolve(r, selection, stage="select")
     order = selection_indices(art, budget)
-    if indices:
-        write_json(Path(out), [int(i) for i in order])
-    else:
-        pool = load_pool(r, art)
-        write_jsonl(Path(out), [pool.examples[i] for i in order])
+    target = Path(out)
+    if not target.parent.is_dir():
+        raise UserError(f"--out {out}: directory {target.parent} does not exist; create it or pick another --out")
+    try:
+        if indices:
+            write_json(target, [int(i) for i in order])
+        else:
+            pool = load_pool(r, art)
+            write_jsonl(target, [pool.examples[i] for i in order])
+    except OSError as e:
+        raise UserError(f"cannot write --out {out} ({e.strerror}); pick a writable path") from None
     typer.echo(f"wrote {order.size} {'indices' if indices else 'rows'} to {out}", err=True)
     emit(art.id)
 
@@ -143,8 +162,16 @@ def mix(
     from tselect.composition import mix_table
     from tselect.lineage import load_pool, selection_indices
 
+    from tselect.errors import UserError
+    from tselect.lineage import features_of
+
     r = root(store)
     arts = [A.resolve(r, s, stage="select") for s in selections]
+    pool_hash = features_of(r, arts[0]).inputs["pool"]
+    for a in arts[1:]:
+        if features_of(r, a).inputs["pool"] != pool_hash:
+            raise UserError(f"selection {a.id} was made on another pool than {arts[0].id}; "
+                            "mix compares selections of one pool: pass selections of the same features' pool")
     pool = load_pool(r, arts[0])
     labels = [str(ex.meta.get(key, "?")) for ex in pool.examples]
     names = {f"{a.record.get('selector', a.id)} ({a.id[-6:]})": selection_indices(a, budget) for a in arts}

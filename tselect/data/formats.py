@@ -50,18 +50,23 @@ def _finish(path: Path, examples: list[Example]) -> Dataset:
 
 def _read_jsonl(path: Path, fmt: str | None) -> list[Example]:
     out = []
+    raw = path.read_bytes()
     try:
-        text = path.read_bytes().decode("utf-8")
+        text = raw.decode("utf-8-sig")  # a leading byte-order mark (Windows editors) is not data
     except UnicodeDecodeError as e:
-        line = path.read_bytes()[: e.start].count(b"\n") + 1
+        line = raw[: e.start].count(b"\n") + 1
         raise UserError(f"{path}:{line}: not valid UTF-8; re-encode the file as UTF-8") from None
-    for lineno, line in enumerate(text.splitlines(), start=1):
+    # Only "\n" ends a JSONL record: str.splitlines() would also split on U+2028, U+0085, \x0b, ...
+    # which JSON strings may hold raw (write_jsonl writes them so).
+    for lineno, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
         except json.JSONDecodeError as e:
             raise UserError(f"{path}:{lineno}: bad JSON ({e.msg} at column {e.colno}); {FIX}") from None
+        except RecursionError:
+            raise UserError(f"{path}:{lineno}: JSON nested too deeply to read; {FIX}") from None
         out.append(_row_to_example(row, fmt, path, lineno))
     return out
 
@@ -103,6 +108,13 @@ def _row_to_example(row: Any, fmt: str | None, path: Path, lineno: int) -> Examp
         raise UserError(f"{where}: cannot tell the row format (keys: {keys}); {FIX}, or pass --format")
     messages, used = PARSERS[kind](row, where)
     meta = {k: v for k, v in row.items() if k not in used and k != "id"}
+    try:
+        json.dumps([messages, meta], ensure_ascii=False).encode("utf-8")  # what ids and hashes are made of
+    except UnicodeEncodeError:
+        raise UserError(f"{where}: text holds an unpaired UTF-16 surrogate escape (\\ud800-\\udfff), which is "
+                        "not a character; fix the escape in the row or drop the row") from None
+    except (ValueError, RecursionError) as e:  # e.g. circular or absurdly deep meta from an arrow dir
+        raise UserError(f"{where}: row cannot be serialized ({e}); simplify the extra fields") from None
     return Example.make(messages, meta)
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tselect.select.inputs import SelectInputs
-from tselect.select.similarity import QueryRows, Similarity, column_max, topk_per_query
+from tselect.select.similarity import Similarity, column_max, topk_per_query
 
 
 @dataclass(frozen=True)
@@ -52,21 +52,21 @@ def round_robin(sim: Similarity, budget: int, max_cells: int = RR_MAX_CELLS) -> 
     Each query walks its own candidate list sorted by similarity (ties to lower index) with
     a pointer that skips rows already taken, so the cost is O(k + M·L) after one streaming
     top-L pass, not an O(k·N) rescan. L = 4·⌈k/M⌉ (≥ 32) leaves room for rows other queries
-    take first. If a list still runs out, one more pass refills every query at risk (too few
-    unused candidates left for its remaining turns) with its top rows among the rows still
-    unused, and the walk resumes where it stopped. That stays exact: rows only ever get used,
-    so the first unused entry of such a list is still the query's best unused row.
+    take first. If a list still runs out, the walk does not restart: one more pass gives every
+    query its top rows among those still unused, as many as max_cells allows (the pass costs
+    the same however long the lists), and the walk resumes at the stuck turn. That is exact:
+    rows only ever get used, so a list's first unused entry is still the query's best unused
+    row. Ordering most of a large pool (budget near N) takes a few such passes.
     """
     m, n = sim.n_query, sim.n_pool
     budget = min(budget, n)
     width = min(n, max(32, 4 * -(-budget // max(m, 1))), max(1, max_cells // max(m, 1)))
     vals, cand = topk_per_query(sim, width)  # [M, L] sorted
     walk = _RoundRobinWalk(list(cand), list(vals), budget, n)
-    while not walk.run():
-        queries, width = walk.refill_plan(max_cells)
-        vals, cand = topk_per_query(QueryRows(sim, queries), width, exclude=walk.used)  # [R, L']
-        for r, i in enumerate(queries):
-            walk.cand[i], walk.vals[i], walk.ptr[i] = cand[r], vals[r], 0
+    while not walk.run():  # a query ran dry: refill every list from the rows still unused
+        unused = n - int(np.count_nonzero(walk.used))
+        vals, cand = topk_per_query(sim, min(unused, max(1, max_cells // max(m, 1))), exclude=walk.used)
+        walk.cand, walk.vals, walk.ptr[:] = list(cand), list(vals), 0
     return walk.out, walk.sims
 
 
@@ -98,22 +98,6 @@ class _RoundRobinWalk:
             self.out[t], self.sims[t] = c[p], self.vals[i][p]
         self.t = self.out.size
         return True
-
-    def refill_plan(self, max_cells: int) -> tuple[np.ndarray, int]:
-        """(queries to refill, new list length): the stuck query and every query with fewer
-        unused candidates than twice its remaining turns, each getting ~4× its remaining turns."""
-        m, t, k = len(self.cand), self.t, self.out.size
-        first = (np.arange(m) - t) % m  # turns from now until each query's next turn
-        turns = np.maximum(0, -(-(k - t - first) // m))  # [M] turns left per query
-        left = np.array([np.count_nonzero(~self.used[c[p:]]) for c, p in zip(self.cand, self.ptr)])
-        risky = left < 2 * turns
-        risky[t % m] = True  # the stuck query
-        queries = np.flatnonzero(risky)
-        longest = max(self.cand[i].size for i in queries)
-        width = max(2 * longest, 4 * int(turns.max()) + 16)
-        unused = self.used.size - int(np.count_nonzero(self.used))
-        return queries, int(min(unused, width, max(1, max_cells // queries.size)))
-
 
 def select_round_robin(inp: SelectInputs, budget: int, params: NoParams, seed: int) -> np.ndarray:
     return round_robin(inp.sim, budget)

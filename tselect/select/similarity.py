@@ -74,22 +74,6 @@ class ArraySimilarity(Similarity):
             yield start, self.sim[:, start : start + self.chunk_rows]
 
 
-class QueryRows(Similarity):
-    """The rows `queries` of another similarity, S[queries, :] [R, N].
-
-    Blocks are cut from the parent's full blocks (same matmul shapes), so the values are
-    bit-identical to the parent's: orderings built from either agree exactly.
-    """
-
-    def __init__(self, parent: Similarity, queries: np.ndarray):
-        self.parent, self.queries = parent, np.asarray(queries, dtype=np.int64)
-        self.n_query, self.n_pool = int(self.queries.size), parent.n_pool
-
-    def chunks(self) -> Iterator[tuple[int, np.ndarray]]:
-        for start, block in self.parent.chunks():
-            yield start, block[self.queries]
-
-
 @dataclass
 class FeatureSimilarity(Similarity):
     """Weighted sum over checkpoints of query_t @ pool_tᵀ, reading pool rows chunk by chunk.

@@ -1,0 +1,1 @@
+"""Reliability harness (see run.py)."""
