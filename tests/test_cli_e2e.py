@@ -228,3 +228,15 @@ def test_too_little_disk_fails_early(tmp_path):
         assert not list((small / "store").glob("featurize/*"))
     finally:
         subprocess.run(["umount", str(small)])
+
+
+def test_corrupt_warmup_checkpoint_is_refused(store, toy_data, tiny_model_dir):
+    pool, query = toy_data
+    args = ("featurize", "--rep", "less", "--pool", pool, "--query", query, "--model", tiny_model_dir,
+            "--param", "dim=64")
+    w = last_line(tselect("warmup", "--pool", pool, "--model", tiny_model_dir, store=store))
+    moments = sorted(A.resolve(store, w).path.rglob("*.safetensors"))[0]
+    moments.write_bytes(moments.read_bytes()[:-7])  # truncated
+    proc = tselect(*args, store=store, check=False)
+    assert proc.returncode == 2 and f"warmup {w} is corrupt" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1

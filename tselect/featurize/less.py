@@ -97,6 +97,16 @@ def store_root_of(group: Path) -> Path:
     return part.parent.parent
 
 
+def _check_warmup(root: Path, warmup_id: str) -> None:
+    """A corrupt checkpoint (truncated adapter, flipped bytes in the moments) is never used."""
+    from tselect import artifacts
+
+    problems = artifacts.verify(artifacts.resolve(root, warmup_id, stage="warmup"))
+    if problems:
+        raise UserError(f"warmup {warmup_id} is corrupt ({problems[0]}); remove it with `tselect rm {warmup_id}` "
+                        "and rerun featurize, which retrains it")
+
+
 def gradient_rows(model, rows, pad_id: int, batch_size: int, projector, transform=None,
                   advance: Callable[[int], None] | None = None) -> np.ndarray:
     """[len(rows), dim] fp32 projected gradients, batched by length (results in input order).
@@ -174,6 +184,7 @@ def run(cfg, pool: Dataset, query: Dataset, group: Path) -> dict:
     root = store_root_of(group)
     warmup_id = produce_warmup(root, cfg.model, pool, WARMUP_PRESETS[lc.warmup])
     warmup_dir = root / "warmup" / warmup_id
+    _check_warmup(root, warmup_id)
     ckpts = read_checkpoints(warmup_dir)
     tok = load_tokenizer(resolve_model(cfg.model))
     encoded = {name: [encode_example(ex, tok, cfg.max_length) for ex in data.examples]
