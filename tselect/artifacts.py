@@ -28,7 +28,7 @@ from tselect.errors import UserError
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
-STAGES = ("warmup", "featurize", "select", "scores", "finetune", "evaluate", "report")
+STAGES = ("warmup", "featurize", "select", "scores", "distance", "finetune", "evaluate", "cell", "experiment", "report")
 
 
 def store_root(store: str | os.PathLike | None = None) -> Path:

@@ -41,12 +41,11 @@ class Similarity:
 
     n_query: int
     n_pool: int
+    records_column_max = False  # True: every finished pass leaves max_i S[i, :] cached
 
     def chunks(self) -> Iterator[tuple[int, np.ndarray]]:
         """Yield (start, S[:, start:start+n]) float32 blocks covering the pool in order."""
         raise NotImplementedError
-
-    records_column_max = False  # True: every finished pass leaves max_i S[i, :] cached
 
     def cached_column_max(self) -> np.ndarray | None:
         """max_i S[i, :] [N] if a finished pass recorded it, else None."""
