@@ -64,3 +64,22 @@ def test_indices_round_trip(tmp_path):
     S.write_indices(tmp_path / "i.json", np.array([3, 1, 2]), {"scores": [0.5, 0.25, 0.125]})
     assert S.read_indices(tmp_path / "i.json").tolist() == [3, 1, 2]
     assert S.read_json(tmp_path / "i.json")["scores"] == [0.5, 0.25, 0.125]
+
+
+def test_concurrent_writers_never_lose_done_flags(tmp_path):
+    import threading
+
+    w = S.RowWriter(tmp_path / "g", "pool", 64 * 40, 4, "float32", chunk_rows=64)
+    rows = np.ones((64, 4), dtype=np.float32)
+
+    def shard(i):
+        writer = S.RowWriter(tmp_path / "g", "pool", 64 * 40, 4, "float32", chunk_rows=64)
+        for c in range(i, 40, 4):
+            writer.write(c, rows)
+
+    threads = [threading.Thread(target=shard, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert w.pending() == [] and w.complete()

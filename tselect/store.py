@@ -15,6 +15,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -53,6 +54,9 @@ def chunk_rows_for(dim: int, itemsize: int) -> int:
     return int(max(64, min(65536, TARGET_CHUNK_BYTES // max(1, dim * itemsize))))
 
 
+_THREAD_LOCK = threading.Lock()  # flock is per open file description; threads also need this
+
+
 @contextmanager
 def group_lock(path: Path) -> Iterator[None]:
     path.mkdir(parents=True, exist_ok=True)
@@ -78,7 +82,8 @@ class RowWriter:
         self.n, self.dim = n, dim
         self.chunk_rows = chunk_rows or chunk_rows_for(dim, np.dtype(dtype).itemsize)
         self.n_chunks = max(1, -(-n // self.chunk_rows))
-        with group_lock(Path(group_path)):  # shards may open the same array at once; one creates it
+        self.group_path = Path(group_path)
+        with group_lock(self.group_path):  # shards may open the same array at once; one creates it
             self._open_or_create(Path(group_path), name, n, dim, dtype)
 
     def _open_or_create(self, group_path: Path, name: str, n: int, dim: int, dtype: str) -> None:
@@ -111,7 +116,10 @@ class RowWriter:
         start, stop = self.bounds(c)
         assert rows.shape == (stop - start, self.dim), (rows.shape, (stop - start, self.dim))
         self.array[start:stop] = rows.astype(self.array.dtype)
-        self.done[c] = True  # only after the rows are on disk
+        # Only after the rows are on disk. The mask is one zarr chunk that other shards also
+        # read-modify-write, so the update is serialized across processes and threads.
+        with group_lock(self.group_path), _THREAD_LOCK:
+            self.done[c] = True
 
     def complete(self) -> bool:
         return bool(np.all(self.done[:]))
