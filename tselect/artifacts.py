@@ -193,7 +193,14 @@ def finish_if_complete(root: Path, aid: str, complete: Callable[[Path], bool], b
     return True
 
 
+def _sweep_temporaries(part: Path) -> None:
+    """Leftovers of a killed writer are not content: zarr's *.partial files, a stale manifest tmp."""
+    for p in list(part.rglob("*.partial")) + [part / (MANIFEST + ".tmp")]:
+        p.unlink(missing_ok=True)
+
+
 def _finish(build: Build, config: dict, inputs: dict, wall: float) -> None:
+    _sweep_temporaries(build.path)
     manifest = {
         "id": build.id, "stage": build.stage, "schema_version": SCHEMA_VERSION,
         "config": config, "inputs": inputs, "record": build.records,

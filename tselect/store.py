@@ -90,6 +90,8 @@ class RowWriter:
         import zarr
 
         group = zarr.open_group(str(group_path), mode="a")
+        if name in group and name + "_done" not in group:
+            del group[name]  # killed between creating the array and its done mask: start the array over
         if name in group:
             arr = group[name]
             if arr.shape != (n, dim) or arr.dtype != np.dtype(dtype):

@@ -11,11 +11,26 @@ from tselect.errors import UserError
 
 
 def main() -> None:
+    try:  # typer ≥0.22 vendors click; older typer uses click itself
+        from typer._click import exceptions
+    except ImportError:
+        from click import exceptions
+    from typer import Abort, Exit
+
     try:
-        app()
+        app(standalone_mode=False)
+    except Exit as e:  # --help, --version and friends
+        sys.exit(e.exit_code)
+    except exceptions.NoArgsIsHelpError as e:
+        e.show()
+        sys.exit(2)
+    except exceptions.UsageError as e:  # unknown option, missing value, bad type: one line, not a box
+        command = e.ctx.command_path if e.ctx else "tselect"
+        print(f"error: {e.format_message().rstrip('.')}; see `{command} --help`", file=sys.stderr)
+        sys.exit(2)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Abort):
         print("interrupted: finished work is kept; rerun the same command to resume", file=sys.stderr)
         sys.exit(130)

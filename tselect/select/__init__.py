@@ -84,6 +84,10 @@ def _load_inputs(cfg: SelectConfig, root: Path, needs: frozenset[str]) -> tuple[
         ids["scores"] = score_art.id
     if cfg.exclude:
         sels = [artifacts.resolve(root, s, stage="select") for s in cfg.exclude]
+        for s in sels:
+            other = artifacts.resolve(root, s.inputs["features"], stage="featurize")
+            if other.inputs.get("pool") != feat_art.inputs.get("pool"):
+                raise UserError(f"--exclude {s.id} selects from another pool than {feat_art.id}; exclude selections of the same pool")
         inp.exclude = np.unique(np.concatenate([store.read_indices(artifacts.checked_path(s, "indices.json")) for s in sels]))
         ids["exclude"] = ",".join(sorted(s.id for s in sels))
     return inp, ids
