@@ -12,6 +12,8 @@ Environment:
                                renamed: the mid-write state) or after (just renamed)
   TSELECT_FAULT_SLOW=SECONDS   sleep this long before every event (stretches the write phase so
                                that an external kill at a random time lands inside it)
+  TSELECT_FAULT_KILL_STEP=N    SIGKILL when the HF Trainer starts its N-th micro-batch
+                               (finetune killed mid-training, at a reproducible point)
 """
 
 from __future__ import annotations
@@ -52,6 +54,23 @@ def install() -> None:
 
     os.replace = wrap(os.replace)
     os.rename = wrap(os.rename)
+    if os.environ.get("TSELECT_FAULT_KILL_STEP"):
+        _kill_at_training_step(int(os.environ["TSELECT_FAULT_KILL_STEP"]))
+
+
+def _kill_at_training_step(n: int) -> None:
+    from transformers import Trainer
+
+    real = Trainer.training_step
+    calls = {"n": 0}
+
+    def training_step(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == n:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real(self, *args, **kwargs)
+
+    Trainer.training_step = training_step
 
 
 if __name__ == "__main__":

@@ -190,17 +190,6 @@ def wait_for(predicate, timeout: float, every: float = 0.02) -> bool:
     return False
 
 
-def tselect_with(modules: tuple[str, ...], *args, store: Path, check: bool = True) -> subprocess.CompletedProcess:
-    """Run the CLI with extra command modules imported first: `tselect score` is not registered by
-    tselect.cli today (see the report), so the suite reaches it the way its own module would."""
-    code = "import sys; " + "".join(f"import {m}; " for m in modules) + "from tselect.cli import main; main()"
-    proc = subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True,
-                          env=env(store), cwd=REPO, timeout=600)
-    if check:
-        assert proc.returncode == 0, proc.stderr
-    return proc
-
-
 def tselect_many(commands: list[list], store: Path, workdir: Path) -> list[str]:
     """Run commands in one fresh process (tests/reliability/multi.py); returns the ids they printed."""
     workdir.mkdir(parents=True, exist_ok=True)

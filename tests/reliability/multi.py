@@ -16,7 +16,6 @@ import sys
 
 def main(path: str) -> None:
     import tselect.cli  # noqa: F401  (registers the commands)
-    import tselect.cli.score_cmd  # noqa: F401  (not registered by tselect.cli today; see the report)
     from tselect.cli.app import app
 
     ids: list[str] = []

