@@ -48,6 +48,10 @@ def test_base_model_metrics(store, files, tiny_model_dir, prompt_format):
     art, m = _metrics(store, run(cfg, store))
     mc, gen = m["eval"]["mc"], m["eval"]["generation"]
     assert (m["eval"]["n"], mc["n"], gen["n"], m["eval"]["n_unscored"]) == (6, 3, 2, 1)
+    # The held-out loss covers every eval row, separately from the query split's loss.
+    ev_loss = m["eval"]["loss"]
+    assert ev_loss["n"] == 6 and ev_loss["loss"] == pytest.approx(sum(r["loss"] for r in ev_loss["per_example"]) / 6)
+    assert art.record["eval_loss"] == pytest.approx(ev_loss["loss"]) and art.record["query_loss"] == m["query"]["loss"]
     preds = [r["pred"] == r["gold"] for r in mc["per_example"]]
     assert mc["acc"] == pytest.approx(sum(preds) / 3)
     assert all(len(r["loglikes"]) == len(row["choices"]) and all(x < 0 for x in r["loglikes"])

@@ -245,6 +245,8 @@ def _measure(cfg: EvaluateConfig, model, tok, query, evalset) -> dict[str, Any]:
         "query": query_losses(model, tok, list(query.examples[: cfg.limit]), cfg.batch_size, cfg.max_length),
         "eval": {"n": len(rows), "n_unscored": len(rows) - len(mc_rows) - len(gen_rows)},
     }
+    if rows:  # the held-out loss: eval rows are never used for selection
+        out["eval"]["loss"] = query_losses(model, tok, rows, cfg.batch_size, cfg.max_length)
     if mc_rows:
         out["eval"]["mc"] = score_mc(model, tok, mc_rows, cfg)
     if gen_rows:
@@ -255,7 +257,8 @@ def _measure(cfg: EvaluateConfig, model, tok, query, evalset) -> dict[str, Any]:
 def _summary(metrics: dict[str, Any]) -> dict[str, Any]:
     ev = metrics["eval"]
     mc, gen = ev.get("mc", {}), ev.get("generation", {})
-    return {"query_loss": metrics["query"]["loss"], "n_query": metrics["query"]["n"], "n_eval": ev["n"],
+    return {"query_loss": metrics["query"]["loss"], "eval_loss": ev.get("loss", {}).get("loss"),
+            "n_query": metrics["query"]["n"], "n_eval": ev["n"],
             "acc": mc.get("acc"), "acc_norm": mc.get("acc_norm"), "em": gen.get("em"), "f1": gen.get("f1"),
             "num_em": gen.get("num_em")}
 
