@@ -236,9 +236,9 @@ def list_artifacts(root: Path) -> list[Artifact]:
 def _load(d: Path) -> Artifact:
     try:
         manifest = json.loads((d / MANIFEST).read_text())
-    except (OSError, json.JSONDecodeError):
+        return Artifact(manifest["id"], manifest["stage"], d, manifest)
+    except (OSError, json.JSONDecodeError, KeyError, TypeError):
         raise UserError(f"artifact {d.name} has a corrupt manifest; delete {d} and rerun the command that made it") from None
-    return Artifact(manifest["id"], manifest["stage"], d, manifest)
 
 
 def resolve(root: Path, ref: str, stage: str | None = None) -> Artifact:

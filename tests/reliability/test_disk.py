@@ -59,9 +59,6 @@ def test_featurize_on_a_too_small_disk_fails_early_with_the_space_needed(wide, t
     assert not H.final_dirs(st) and not H.part_dirs(st)  # refused before any work or directory
 
 
-@pytest.mark.xfail(reason="the space check runs before the artifact lookup, so rerunning a finished featurize "
-                          "on a full disk fails instead of printing its id (tselect/featurize/__init__.py run: "
-                          "check artifacts.exists first, and count bytes already in the .part)", strict=False)
 def test_rerun_of_a_finished_featurize_on_a_full_disk_prints_its_id(wide, tmpfs, tmp_path):
     ref = tmp_path / "ref"
     aid = H.last_line(H.tselect(*wide["args"], store=ref))
@@ -107,9 +104,6 @@ def test_disk_full_mid_write_keeps_finished_work_and_resumes(wide, disk_full_mid
     assert {k: v for k, v in got["files"].items() if not k.endswith(".partial")} == want["files"]
 
 
-@pytest.mark.xfail(reason="ENOSPC while writing is an OSError traceback with exit 1 (tselect/cli/__init__.py main: "
-                          "map OSError ENOSPC/EDQUOT/EROFS to one 'error:' line, exit 2, 'free space and rerun "
-                          "to resume')", strict=False)
 def test_disk_full_mid_write_is_one_line(disk_full_mid_write):
     one_line(type("P", (), {"returncode": disk_full_mid_write["rc"], "stderr": disk_full_mid_write["stderr"]}))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import sys
 
 from tselect.cli import (  # noqa: F401  (importing registers the commands)
@@ -30,6 +31,12 @@ def main() -> None:
         sys.exit(2)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS):
+            raise
+        print(f"error: {e.strerror} writing {e.filename or 'the store'}; free space or pass --store on a writable "
+              "disk, then rerun (finished chunks are kept)", file=sys.stderr)
         sys.exit(2)
     except (KeyboardInterrupt, Abort):
         print("interrupted: finished work is kept; rerun the same command to resume", file=sys.stderr)

@@ -91,7 +91,8 @@ def run(cfg: FeaturizeConfig, root: Path, shard: tuple[int, int] = (0, 1)) -> st
         raise UserError(f"--rep {cfg.rep} takes no --param options (got {cfg.params[0][0]}); drop them")
     pool, query = load_dataset(cfg.pool, cfg.fmt), load_dataset(cfg.query, cfg.fmt)
     inputs = {"pool": pool.content_hash, "query": query.content_hash, **rep.identity(cfg)}
-    _check_space(root, cfg, rep, len(pool) + len(query))
+    if not artifacts.exists(root, artifacts.compute_id("featurize", _hashed_config(cfg), inputs)):
+        _check_space(root, cfg, rep, len(pool) + len(query))  # a finished artifact needs no space
 
     def write(build: artifacts.Build) -> None:
         group = build.path / store.FEATURES

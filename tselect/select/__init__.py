@@ -72,7 +72,7 @@ def _load_inputs(cfg: SelectConfig, root: Path, needs: frozenset[str]) -> tuple[
     feats = store.open_features(feat_art.path)
     inp = SelectInputs(n_pool=feats.n_pool, sim=feats.similarity(), pool_features=feats.pools,
                        query_features=feats.queries, weights=feats.weights,
-                       query_subtasks=feat_art.record.get("query_subtasks"))
+                       query_subtasks=_subtasks(feat_art.record.get("query_subtasks")))
     ids = {"features": feat_art.id}
     if cfg.scores is not None or "scores" in needs:
         if cfg.scores is None:
@@ -91,6 +91,13 @@ def _load_inputs(cfg: SelectConfig, root: Path, needs: frozenset[str]) -> tuple[
         inp.exclude = np.unique(np.concatenate([store.read_indices(artifacts.checked_path(s, "indices.json")) for s in sels]))
         ids["exclude"] = ",".join(sorted(s.id for s in sels))
     return inp, ids
+
+
+def _subtasks(labels):
+    """Query subtask labels, or None when no query carries one (then all queries are one task)."""
+    if not labels or all(label is None for label in labels):
+        return None
+    return [str(label) if label is not None else "" for label in labels]
 
 
 def run(cfg: SelectConfig, root: Path) -> str:
