@@ -11,7 +11,7 @@ PIP := $(PY) -m pip
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.tselect-installed
 
-.PHONY: install demo test test-fast bench reliability repro-smoke repro-small repro-tis clean-store
+.PHONY: install demo test test-fast bench reliability repro-smoke repro-small repro-cpu-full repro-tis clean-store
 
 install: $(STAMP)
 
@@ -36,6 +36,11 @@ test-fast: install
 bench: install
 	$(PY) -m bench.run
 
+# Kill -9, corruption, bad input, fuzz, concurrency, determinism and disk-full cases; writes
+# reliability/results.json (QUICK=1 for a few minutes' sample).
+reliability: install
+	$(PY) -m reliability.run $(if $(QUICK),--quick,)
+
 # The embedded study in minutes (also covered by the test suite through the same code path).
 repro-smoke: install
 	E=$$($(BIN)/tselect run examples/experiments/smoke.toml) && $(BIN)/tselect report $$E --out reports/smoke
@@ -43,6 +48,10 @@ repro-smoke: install
 # The embedded study on CPU: targets sciq/piqa/arc_easy x reps less/rds/embed x selectors x budgets x seeds.
 repro-small: install
 	E=$$($(BIN)/tselect run examples/experiments/small.toml) && $(BIN)/tselect report $$E --out reports/small
+
+# The same study with three training seeds per cell, 100 eval items and three budgets (hours).
+repro-cpu-full: install
+	E=$$($(BIN)/tselect run examples/experiments/cpu_full.toml) && $(BIN)/tselect report $$E --out reports/cpu-full
 
 # GPU hosts: export TIS_MODEL TIS_EMBEDDER TIS_POOL TIS_DATA (see the file). PART=i/N runs one share;
 # a final `make repro-tis` without PART fills any gap, collects and reports.

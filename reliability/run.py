@@ -45,10 +45,11 @@ def _tally(cat: dict, name: str, ok: bool, known: list[str] | None = None, detai
     for k in known or []:
         cat["known_defect_hits"][k] = cat["known_defect_hits"].get(k, 0) + 1
     if kill is not None:
-        cat["kills"] += int(kill.get("killed", True))
-        cat["kills_survived"] += int(kill["ok"])
-        cat["kills_data_intact"] += int(bool(kill.get("resumed")) and kill.get("bytes_lost", 1) == 0)
-        cat["kills_not_resumed"] += int(not kill.get("resumed"))
+        killed = bool(kill.get("killed", True))  # a timed kill can come after the run already finished
+        cat["kills"] += int(killed)
+        cat["kills_survived"] += int(killed and kill["ok"])
+        cat["kills_data_intact"] += int(killed and bool(kill.get("resumed")) and kill.get("bytes_lost", 1) == 0)
+        cat["kills_not_resumed"] += int(killed and not kill.get("resumed"))
         cat["bytes_lost"] += int(kill.get("bytes_lost") or 0)
     if not ok:
         (cat["known_failures"] if known else cat["failures"]).append({"case": name, "known": known or [],
@@ -80,8 +81,8 @@ class Harness:
 
     def big_vectors(self) -> dict:
         d = self.work / "bigvec"
-        if not (d / "ref").is_dir():  # 3,000 rows: 3 pool chunks of ≤ 1,024 rows (1,100 in --quick: 2)
-            inp = H.make_vectors_inputs(d / "in", 1100 if self.quick else 3000)
+        if not (d / "ref").is_dir():  # 3,000 rows: 3 pool chunks of ≤ 1,024 rows (200 in --quick: 1)
+            inp = H.make_vectors_inputs(d / "in", 200 if self.quick else 3000)
             H.tselect(*H.vectors_args(inp), store=d / "ref")
         inp = {k: d / "in" / v for k, v in (("pool", "pool.jsonl"), ("query", "query.jsonl"),
                                              ("pool_vectors", "p.npy"), ("query_vectors", "q.npy"))}
@@ -95,7 +96,7 @@ class Harness:
         n = S.count_events(bv["args"], self.work / "count", self.work / "events.txt")
         points = [(e, w) for e in range(1, n + 1) for w in ("before", "after")]
         if self.quick:
-            points = sorted(self.rng.sample(points, 3))
+            points = sorted(self.rng.sample(points, 2))
         kdir = self.work / "kills"
 
         def one(p):
@@ -202,7 +203,7 @@ class Harness:
 
         cases = B.CASES
         if self.quick:
-            cheap = {"jsonl-bad-json", "duplicate-ids", "budget-above-pool", "unknown-selector"}
+            cheap = {"jsonl-bad-json", "budget-above-pool"}
             cases = [c for c in cases if c[0] in cheap]
             chain = self.chain(train=False)
             ctx = B.prepare(self.work / "bad", {**chain, "finetune": None}, None)
@@ -275,7 +276,7 @@ class Harness:
 
     # --- fuzz ------------------------------------------------------------------------------
     def fuzz(self, cat: dict) -> None:
-        os.environ["TSELECT_FUZZ_EXAMPLES"] = "60" if self.quick else "3000"
+        os.environ["TSELECT_FUZZ_EXAMPLES"] = "25" if self.quick else "3000"
         sys.modules.pop("tests.reliability.test_fuzz_jsonl", None)
         from tests.reliability import test_fuzz_jsonl as F
 
@@ -318,11 +319,12 @@ class Harness:
             H.kill9(holder)
             rc = waiter.wait(timeout=300)
             out, err = waiter.communicate()
-            same, known = S.same_as_reference(st, ref, aid) if rc == 0 else \
+            same, labels = S.same_as_reference(st, ref, aid) if rc == 0 else \
                 (False, ["D1-stuck-part"] if "KeyError" in err and "_done" in err else [])
             ok = rc == 0 and out.strip().splitlines()[-1] == aid and same
-            _tally(cat, f"waiter takes over the lock of a killed build #{k}", ok, known or None,
-                   None if ok else err[-500:])
+            _tally(cat, f"waiter takes over the lock of a killed build #{k}", ok,
+                   [x for x in labels if x in S.TOLERATED] or None, None if ok else {"labels": labels,
+                                                                                     "stderr": err[-500:]})
         if self.quick:
             return
         chain = self.chain(train=True)
@@ -341,7 +343,7 @@ class Harness:
 
         chain = self.chain(train=not self.quick)
         inp = chain["inputs"]
-        names = ["random", "topk", "round_robin"] if self.quick else list(SELECTORS)
+        names = ["topk"] if self.quick else list(SELECTORS)
         sel = [["select", "--features", "{0}", "--selector", n, "--budget", "20", "--seed", "3"]
                + (["--scores", "{1}"] if "scores" in SELECTORS[n].needs else [])
                + (["--exclude", "{2}"] if "exclude" in SELECTORS[n].needs else []) for n in names]
@@ -370,6 +372,12 @@ class Harness:
             ids = [H.last_line(H.tselect(*args, store=s)) for s in st]
             ok = ids[0] == ids[1] and H.fingerprint(st[0], ids[0]) == H.fingerprint(st[1], ids[1])
             _tally(cat, f"featurize {name} twice", ok)
+        warm = [next(p for p in (self.work / "det" / f"less{k}" / "warmup").iterdir() if p.is_dir()) for k in range(2)]
+        a, b = (H.fingerprint(w.parent.parent, w.name)["files"] for w in warm)
+        differ = sorted(rel for rel in set(a) | set(b) if a.get(rel) != b.get(rel))
+        known = ["warmup-adapter-config-order"] if differ and all(r.endswith("adapter_config.json") for r in differ) \
+            else None
+        _tally(cat, "warmup (LESS) twice", not differ, known, differ or None)
         st = self.work / "det" / "chain2"
         ft_args = [x if x != chain["selection"] else "{1}" for x in chain["ft_args"]]
         ev_args = [x if x != chain["finetune"] else "{2}" for x in chain["ev_args"]]

@@ -67,6 +67,38 @@ def test_crash_leaves_no_artifact(tmp_path):
     assert sorted(A.resolve(tmp_path, aid).manifest["files"]) == ["out.txt"]
 
 
+def test_failed_builds_leave_no_part_unless_they_can_resume(tmp_path):
+    def bad_input(build):
+        (build.path / "half.txt").write_text("partial")
+        raise UserError("--pool-vectors has NaN rows")
+
+    with pytest.raises(UserError):
+        A.produce(tmp_path, "select", {"k": 1}, {}, bad_input)
+    with pytest.raises(UserError):
+        A.produce(tmp_path, "featurize", {"k": 1}, {}, bad_input, resume=True)
+    with pytest.raises(RuntimeError):  # a non-resumable build that crashed keeps nothing either
+        A.produce(tmp_path, "select", {"k": 2}, {}, lambda b: (_ for _ in ()).throw(RuntimeError("x")))
+    assert not list(tmp_path.glob("*/*.part"))
+
+    # A resumable build with finished work from an earlier run keeps it, whatever fails now.
+    part = A.final_dir(tmp_path, A.compute_id("featurize", {"k": 3}, {})).with_suffix(".part")
+    part.mkdir(parents=True)
+    (part / "chunk0").write_text("done")
+    with pytest.raises(UserError):
+        A.produce(tmp_path, "featurize", {"k": 3}, {}, bad_input, resume=True)
+    assert (part / "chunk0").read_text() == "done"
+
+
+def test_a_hand_edited_manifest_fails_verify(tmp_path):
+    aid = A.produce(tmp_path, "select", {"k": 1}, {}, _write("hello"))
+    path = A.final_dir(tmp_path, aid) / A.MANIFEST
+    manifest = json.loads(path.read_text())
+    manifest["config"]["k"] = 2
+    path.write_text(json.dumps(manifest))
+    problems = A.verify(A.resolve(tmp_path, aid))
+    assert len(problems) == 1 and problems[0].startswith(f"{A.MANIFEST}: config and inputs hash to select-")
+
+
 def test_corruption_is_detected(tmp_path):
     aid = A.produce(tmp_path, "select", {"k": 1}, {}, _write("hello"))
     art = A.resolve(tmp_path, aid)

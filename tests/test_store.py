@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from tselect import store as S
+from tselect.errors import UserError
 from tselect.featurize.common import write_unit_rows
 
 
@@ -31,9 +32,36 @@ def test_row_writer_refuses_a_different_shape(tmp_path):
         S.RowWriter(tmp_path / "g", "pool", 11, 4, "float32")
 
 
-def test_store_is_uncompressed_and_row_chunked(tmp_path):
+def test_store_is_uncompressed_checksummed_and_row_chunked(tmp_path):
     w = S.RowWriter(tmp_path / "g", "pool", 5000, 64, "float16")
-    assert w.array.compressors == () and w.array.chunks == (S.chunk_rows_for(64, 2), 64)
+    assert [type(c).__name__ for c in w.array.compressors] == ["Crc32cCodec"]  # a checksum, no compression
+    assert w.array.chunks == (S.chunk_rows_for(64, 2), 64)
+
+
+def _features(tmp_path, n=40, d=8):
+    rows = np.random.default_rng(0).normal(size=(n, d)).astype(np.float16)
+    group = tmp_path / "featurize-0123456789abcdef" / S.FEATURES
+    for name, count in (("pool", n), ("query", 3)):
+        w = S.RowWriter(group / "c0", name, count, d, "float16", chunk_rows=10)
+        for c in range(w.n_chunks):
+            a, b = w.bounds(c)
+            w.write(c, rows[a:b])
+    S.set_attrs(group, {"checkpoints": ["c0"], "weights": [1.0]})
+    return group.parent, rows
+
+
+def test_a_flipped_byte_in_a_pool_chunk_is_one_user_error(tmp_path):
+    art, rows = _features(tmp_path)
+    feats = S.open_features(art)
+    np.testing.assert_array_equal(np.asarray(feats.pools[0][:]), rows)
+    chunk = art / S.FEATURES / "c0" / "pool" / "c" / "2" / "0"  # rows 20..29
+    data = bytearray(chunk.read_bytes())
+    data[5] ^= 0x10
+    chunk.write_bytes(bytes(data))
+    feats = S.open_features(art)
+    np.testing.assert_array_equal(np.asarray(feats.pools[0][0:20]), rows[:20])  # other chunks still read
+    with pytest.raises(UserError, match=r"featurize-0123456789abcdef is corrupt .*tselect rm featurize-0123456789abcdef"):
+        feats.pools[0][15:25]
 
 
 def test_interrupted_featurize_equals_uninterrupted(tmp_path):

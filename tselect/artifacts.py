@@ -143,10 +143,18 @@ def produce(root: Path, stage: str, config: dict[str, Any], inputs: dict[str, st
         part = final_dir(root, aid).with_suffix(".part")
         if part.exists() and not resume:
             shutil.rmtree(part)
+        fresh = not part.exists()
         part.mkdir(parents=True, exist_ok=True)
         build = Build(aid, stage, part)
         started = time.time()
-        write(build)
+        try:
+            write(build)
+        except Exception as e:
+            # Bad input found inside the writer, or any failure of a build that cannot resume:
+            # nothing in the .part is worth keeping. A resumable build keeps its finished chunks.
+            if not resume or (fresh and isinstance(e, UserError)):
+                shutil.rmtree(part, ignore_errors=True)
+            raise
         _finish(build, config, inputs, time.time() - started)
     return aid
 
@@ -171,7 +179,10 @@ def produce_shard(root: Path, stage: str, config: dict[str, Any], inputs: dict[s
         if exists(root, aid):
             return aid, True
         part.mkdir(parents=True, exist_ok=True)
-        (part / PENDING).write_text(canonical_json({"stage": stage, "config": config, "inputs": inputs}))
+        if not (part / PENDING).is_file():  # tmp + rename: a reader never sees half a file
+            tmp = part / (PENDING + f".{os.getpid()}.tmp")
+            tmp.write_text(canonical_json({"stage": stage, "config": config, "inputs": inputs}))
+            os.replace(tmp, part / PENDING)
     build = Build(aid, stage, part)
     started = time.time()
     write(build)
@@ -195,7 +206,7 @@ def finish_if_complete(root: Path, aid: str, complete: Callable[[Path], bool], b
 
 def _sweep_temporaries(part: Path) -> None:
     """Leftovers of a killed writer are not content: zarr's *.partial files, a stale manifest tmp."""
-    for p in list(part.rglob("*.partial")) + [part / (MANIFEST + ".tmp")]:
+    for p in list(part.rglob("*.partial")) + list(part.glob(PENDING + ".*.tmp")) + [part / (MANIFEST + ".tmp")]:
         p.unlink(missing_ok=True)
 
 
@@ -260,6 +271,12 @@ def resolve(root: Path, ref: str, stage: str | None = None) -> Artifact:
 def verify(art: Artifact) -> list[str]:
     """Problems found by re-hashing every file against the manifest (empty list = intact)."""
     problems = []
+    m = art.manifest
+    payload = {"stage": m.get("stage"), "schema": m.get("schema_version"), "config": m.get("config"),
+               "inputs": m.get("inputs")}
+    recomputed = f"{m.get('stage')}-{hashlib.sha256(canonical_json(payload).encode()).hexdigest()[:16]}"
+    if recomputed != art.id or m.get("id") != art.id:
+        problems.append(f"{MANIFEST}: config and inputs hash to {recomputed}, not {art.id} (edited by hand?)")
     for rel, info in art.manifest.get("files", {}).items():
         p = art.path / rel
         if not p.is_file():
@@ -279,6 +296,24 @@ def checked_path(art: Artifact, rel: str) -> Path:
         raise UserError(f"artifact {art.id} is corrupt ({rel} fails its checksum); remove it with "
                         f"`tselect rm {art.id}` and rerun the command that made it")
     return p
+
+
+def check_small_files(art: Artifact, max_bytes: int = 1 << 16) -> None:
+    """Check every file of at most `max_bytes` against the manifest (metadata, done masks, ...).
+
+    Cheap even for a 16 GB feature store; big zarr chunks carry their own crc32c instead.
+    """
+    for rel, info in art.manifest.get("files", {}).items():
+        if info["size"] <= max_bytes:
+            checked_path(art, rel)
+
+
+def open_features(art: Artifact):
+    """A featurize artifact's store (store.Features) after checking its metadata against the manifest."""
+    from tselect import store
+
+    check_small_files(art)
+    return store.open_features(art.path)
 
 
 def remove(root: Path, aid: str) -> None:

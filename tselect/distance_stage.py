@@ -59,7 +59,7 @@ def run(cfg: DistanceConfig, root: Path) -> str:
     hashed = {"budgets": sorted(set(cfg.budgets))}  # the artifacts enter through their ids
 
     def write(build: artifacts.Build) -> None:
-        feats = store.open_features(feat.path)
+        feats = artifacts.open_features(feat)
         rows = selection_distances(feats, order, budgets)
         store.write_json(build.path / DISTANCES, {"features": feat.id, "selection": sel.id, "n_query": feats.n_query,
                                                   "n_pool": feats.n_pool, "rows": rows})

@@ -236,14 +236,22 @@ def _run_cells(st: Stages, mine: list[tuple[int, Cell]], ident) -> None:
     """Run the cells not done yet, one progress line before and after each (stderr)."""
     todo = [(k, c) for k, c in mine if not cell_done(st.root, cell_id(st.spec, c, ident.cell_inputs(c)))]
     progress.note(f"{len(mine)} cells: {len(mine) - len(todo)} already done, {len(todo)} to run")
-    started = time.time()
+    started, failed = time.time(), []
     for done, (k, cell) in enumerate(todo, 1):
         progress.note(f"[bold]cell {done}/{len(todo)}[/] #{k} {cell.key}")
         t0 = time.time()
-        make_cell(st, cell, ident.cell_inputs(cell))
+        try:
+            make_cell(st, cell, ident.cell_inputs(cell))
+        except UserError as e:  # one bad cell (e.g. a selection nothing of which fits max_length) spares the rest
+            failed.append(f"{cell.key}: {e}")
+            progress.note(f"  [red]failed[/]: {e}")
+            continue
         elapsed = time.time() - started
         eta = _hms(elapsed / done * (len(todo) - done))
         progress.note(f"  done in {_hms(time.time() - t0)} · {100 * done // len(todo)}% · elapsed {_hms(elapsed)} · eta ~{eta}")
+    if failed:
+        raise UserError(f"{len(failed)} of {len(todo)} cells failed (first: {failed[0]}); the others are kept: "
+                        "fix the cause and rerun to fill the gaps")
 
 
 def _hms(seconds: float) -> str:
@@ -301,7 +309,10 @@ def estimate(spec: Spec, cells: list[Cell], n_pool: int) -> dict[str, float]:
     n_eval = sum(len(cl.targets) for cl in cells)
     items = n_eval * (limit or 500)
     queries = n_eval * min(limit or c["query_rows"], c["query_rows"])
-    feat_rows = sum((n_pool + c["query_rows"]) * per_row.get(rep, 0.2) for rep, _ in feats)
+    # LESS pool gradients are computed once per pool and copied for every further target.
+    pool_rows = {rep: n_pool * per_row.get(rep, 0.2) for rep, _ in feats}
+    feat_rows = (sum(c["query_rows"] * per_row.get(rep, 0.2) for rep, _ in feats)
+                 + sum(pool_rows[rep] for rep, _ in feats if rep != "less") + pool_rows.get("less", 0.0))
     seconds = (train_rows * c["train_example"] + items * c["eval_item"] + queries * c["query_row"]
                + (len(trained) + n_eval + len(feats)) * c["stage_overhead"] + feat_rows)
     return {"cells": len(cells), "featurize": len(feats), "finetunes": len(trained), "train_example_epochs": train_rows,

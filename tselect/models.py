@@ -288,6 +288,12 @@ def set_threads(n: int | None = None) -> int:
     return count
 
 
+def _threads_from_env() -> None:
+    """Honour $TSELECT_THREADS in every stage that runs a model (torch's own default otherwise)."""
+    if os.environ.get("TSELECT_THREADS"):
+        set_threads()
+
+
 _DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}  # short name -> torch name
 
 
@@ -333,6 +339,7 @@ def load_model(ref: ModelRef, dtype=None, device: str | None = None):
 
     device = str(device or default_device())
     torch_dtype = _torch_dtype(dtype, device)
+    _threads_from_env()
     with quiet_transformers():
         try:
             model = AutoModelForCausalLM.from_pretrained(ref.path, dtype=torch_dtype, local_files_only=True)
@@ -354,6 +361,7 @@ def load_embedder(name_or_path: str | None = None):
         if not (path / "modules.json").is_file() and not (path / "config.json").is_file():
             raise UserError(f"--embedder {name_or_path!r} is not a local sentence-transformers directory "
                             "(no modules.json or config.json): pass one, or omit --embedder for the embedded MiniLM")
+    _threads_from_env()
     with quiet_transformers():
         return SentenceTransformer(os.fspath(path), device=default_device(), local_files_only=True)
 

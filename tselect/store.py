@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tselect.errors import UserError
+
 import numpy as np
 
 FEATURES = "features.zarr"
@@ -101,10 +103,13 @@ class RowWriter:
             self.chunk_rows = int(arr.chunks[0])
             self.n_chunks = int(self.done.shape[0])
         else:
+            from zarr.codecs import Crc32cCodec
+
+            # A crc32c per chunk: every later read of a flipped or truncated chunk fails loudly.
             self.array = group.create_array(name, shape=(n, dim), chunks=(self.chunk_rows, dim),
-                                            dtype=dtype, compressors=None, fill_value=0)
+                                            dtype=dtype, compressors=[Crc32cCodec()], fill_value=0)
             self.done = group.create_array(name + "_done", shape=(self.n_chunks,), chunks=(self.n_chunks,),
-                                           dtype=bool, compressors=None, fill_value=False)
+                                           dtype=bool, compressors=[Crc32cCodec()], fill_value=False)
 
     def bounds(self, c: int) -> tuple[int, int]:
         return c * self.chunk_rows, min(self.n, (c + 1) * self.chunk_rows)
@@ -176,12 +181,40 @@ class Features:
         return FeatureSimilarity(self.pools, self.queries, self.weights, chunk_rows=rows)
 
 
+class CheckedRows:
+    """A stored [N, d] array whose checksum failures become one UserError naming the artifact."""
+
+    def __init__(self, array, artifact_dir: Path, name: str):
+        self._array, self._dir, self._name = array, Path(artifact_dir), name
+
+    def __getattr__(self, key: str):  # shape, dtype, chunks, ... as the zarr array has them
+        return getattr(self._array, key)
+
+    def __len__(self) -> int:
+        return int(self._array.shape[0])
+
+    def __array__(self, dtype=None, copy=None):
+        return np.asarray(self[:], dtype=dtype)
+
+    def __getitem__(self, key):
+        try:
+            return self._array[key]
+        except ValueError as e:
+            if "checksum" not in str(e):
+                raise
+            aid = self._dir.name
+            raise UserError(f"feature store {self._dir} is corrupt (checksum mismatch in a {self._name} chunk); "
+                            f"check it with `tselect verify {aid}`, remove it with `tselect rm {aid}` "
+                            "and featurize again") from None
+
+
 def open_features(artifact_dir: Path) -> Features:
     group = open_group(Path(artifact_dir) / FEATURES, mode="r")
     attrs = dict(group.attrs)
     ckpts = list(attrs["checkpoints"])
-    pools = [group[f"{c}/pool"] for c in ckpts]
-    queries = [np.asarray(group[f"{c}/query"][:], dtype=np.float32) for c in ckpts]
+    pools = [CheckedRows(group[f"{c}/pool"], artifact_dir, f"{c}/pool") for c in ckpts]
+    queries = [np.asarray(CheckedRows(group[f"{c}/query"], artifact_dir, f"{c}/query")[:], dtype=np.float32)
+               for c in ckpts]
     return Features(attrs, ckpts, [float(w) for w in attrs["weights"]], pools, queries)
 
 

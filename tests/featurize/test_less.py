@@ -104,6 +104,26 @@ def test_warmup_is_shared_across_query_sets(run):
     assert len([d for d in (root / "warmup").iterdir() if d.is_dir()]) == 1
 
 
+def test_second_query_set_copies_pool_rows_byte_identically(run, tmp_path, monkeypatch):
+    root, fid, cfg, pool, query = run
+    rows = [{"prompt": "Name a noble gas.", "completion": "Neon."}]
+    (tmp_path / "q2.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    other_query = load_dataset(str(tmp_path / "q2.jsonl"))
+    computed = []
+    real = less.gradient_rows
+    monkeypatch.setattr(less, "gradient_rows", lambda m, r, *a, **k: computed.append(len(r)) or real(m, r, *a, **k))
+    shared = featurize(root, cfg, pool, other_query)
+    assert sum(computed) == 4 * len(other_query)  # only the query rows, one per checkpoint
+    fresh = featurize(tmp_path / "fresh", cfg, pool, other_query)  # the same features computed from scratch
+    assert fresh == shared
+    a = store.open_features(artifacts.final_dir(root, shared))
+    b = store.open_features(artifacts.final_dir(tmp_path / "fresh", fresh))
+    base = store.open_features(artifacts.final_dir(root, fid))
+    for pa, pb, p0, qa, qb in zip(a.pools, b.pools, base.pools, a.queries, b.queries):
+        assert np.asarray(pa[:]).tobytes() == np.asarray(pb[:]).tobytes() == np.asarray(p0[:]).tobytes()
+        assert qa.tobytes() == qb.tobytes()
+
+
 def test_unknown_option_names_the_valid_ones():
     with pytest.raises(UserError, match="projection, dim, proj_seed, adam, warmup"):
         less.less_config(Cfg(model="x", params=(("dims", "8"),)))

@@ -1,12 +1,11 @@
 """Bad input, every command: exactly one stderr line naming the input and the fix, exit code 2,
-and no finished artifact directory (a `<stage>/<id>` without `.part`).
+and no artifact directory at all: neither a finished `<stage>/<id>` nor an unfinished `.part`.
 
 The table `CASES` is shared with `python -m reliability.run`. Each case is (name, argv template,
 substrings the error line must contain). Templates use {F} {S} {S2} {FT} (artifact ids of the
 prepared store), {P} {Q} {PV} {QV} (valid pool/query files and vectors), {M} (the tiny model dir)
 and {D} (a directory holding the deliberately bad files made by `make_bad_files`).
-Cases listed in `LEAVES_PART` are known to leave an unfinished `<id>.part` behind (no artifact,
-but a directory the next identical run wipes); any other case leaving one fails the test.
+`LEAVES_PART` would list cases allowed to leave a `.part`; it is empty.
 """
 
 from __future__ import annotations
@@ -95,7 +94,8 @@ CASES: list[tuple[str, list[str], list[str]]] = [
     ("ambiguous-prefix", ["select", "--features", "featurize-"], ["ambiguous"]),
     ("exclude-selection-from-another-pool", ["select", "--features", "{F}", "--selector", "strict_random",
                                              "--budget", "10", "--exclude", "{S2}"], ["{S2}", "pool"]),
-    ("budget-not-an-integer", ["select", "--features", "{F}", "--budget", "ten"], ["--budget", "ten"]),
+    ("budget-not-an-integer", ["select", "--features", "{F}", "--budget", "ten"], ["--budget", "integer"]),
+    ("unknown-option", ["select", "--features", "{F}", "--budgett", "3"], ["--budgett"]),
     # --- export / mix / store commands --------------------------------------------------------
     ("export-wrong-stage", ["export", "{F}", "--out", "{D}/x.jsonl"], ["featurize artifact", "select"]),
     ("export-budget-zero", ["export", "{S}", "--out", "{D}/x.jsonl", "--budget", "0"], ["--budget 0", "1..64"]),
@@ -135,24 +135,13 @@ CASES: list[tuple[str, list[str], list[str]]] = [
     ("score-miwv-without-features", ["score", "--strategy", "miwv", "--pool", "{P}", "--model", "{M}"], ["--features"]),
 ]
 
-# Cases known to leave `<stage>/<id>.part` behind: the input is checked inside the stage's writer,
-# after `artifacts.produce` made the .part (see the report for the proposed fix).
-LEAVES_PART: set[str] = {
-    # tselect/featurize/vectors.py validates the .npy files inside run(), i.e. inside the writer
-    "non-finite-vectors", "vector-dim-mismatch", "vector-row-mismatch", "vectors-not-npy", "vectors-1d",
-    # tselect/featurize/rds.py (and embed/less) load the model inside the writer
-    "model-broken-weights",
-}
+# Cases that may leave `<stage>/<id>.part` behind: none. A writer that finds bad input
+# (vectors validated, a model that fails to load) removes the .part it made (artifacts.produce).
+LEAVES_PART: set[str] = set()
 
-# Cases that break the contract today because of defects in files this suite may not change.
-XFAIL = {
-    "exclude-selection-from-another-pool":
-        "select --exclude accepts a selection of another pool and silently excludes unrelated rows "
-        "(tselect/select/__init__.py _load_inputs does not compare pool hashes)",
-    "budget-not-an-integer":
-        "click usage errors print a multi-line box (tselect/cli/__init__.py main() does not turn "
-        "click.UsageError into one 'error:' line)",
-}
+# Cases that break the contract today because of defects in files this suite may not change
+# (empty now: `select --exclude` of another pool and click usage errors were fixed meanwhile).
+XFAIL: dict[str, str] = {}
 
 
 def make_bad_files(d: Path, tiny_model_dir: Path) -> None:

@@ -2,13 +2,12 @@
 
 `tselect verify ID` must exit 2 naming the artifact and how to rebuild it; commands that read a
 checksummed file (indices.json for select --exclude / finetune / export / mix, adapter files for
-evaluate) must refuse it with one line, never use it silently. Feature chunks are read by
-`select` without verification today: those cases are xfail with the proposed fix as reason.
+evaluate) must refuse it with one line, never use it silently. Feature chunks carry a crc32c each, so
+`select` refuses a flipped or truncated chunk the moment it reads it.
 """
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
@@ -16,9 +15,6 @@ import pytest
 
 from tests.reliability import helpers as H
 
-UNVERIFIED_FEATURES = ("select reads zarr feature chunks without checking them against the manifest "
-                       "(tselect/store.py open_features / tselect/select/__init__.py _load_inputs); "
-                       "proposed: verify features.zarr files before use")
 
 
 def flip(path: Path, offset: int | None = None) -> None:
@@ -74,11 +70,11 @@ def test_feature_chunk_corruption_is_found_by_verify(chain, how):
     verify_reports(st, f, "features.zarr/0/pool/c/0/0")
 
 
-@pytest.mark.xfail(reason=UNVERIFIED_FEATURES, strict=False)
+@pytest.mark.parametrize("rel", ["pool/c/0/0", "pool_done/c/0", "pool/zarr.json"])
 @pytest.mark.parametrize("how", ["flip", "truncate"])
-def test_select_refuses_a_corrupt_feature_chunk(chain, how):
+def test_select_refuses_a_corrupt_feature_chunk(chain, how, rel):
     st, f = chain["store"], chain["features"]
-    CORRUPT[how](H.artifact_dir(st, f) / "features.zarr" / "0" / "pool" / "c" / "0" / "0")
+    CORRUPT[how](H.artifact_dir(st, f) / "features.zarr" / "0" / rel)
     proc = H.tselect("select", "--features", f, "--selector", "topk", "--budget", "5", store=st, check=False)
     one_line_error(proc, f)
     assert not (st / "select").exists() or len(H.final_dirs(st)) == len(H.final_dirs(chain["ref"]))

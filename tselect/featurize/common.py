@@ -40,6 +40,21 @@ def write_unit_rows(group: Path, name: str, n: int, dim: int, dtype: str,
             writer.write(c, l2_normalize(rows_fn(start, stop, bar.advance)))
 
 
+def copy_rows(group: Path, name: str, source, label: str) -> None:
+    """Fill `<group>/<name>` with the rows of `source` ([n, dim] zarr/numpy), stored values as they are.
+
+    Rows are not renormalized, so a copy is byte-identical to the rows it copies.
+    """
+    n, dim = source.shape
+    writer = RowWriter(group, name, n, dim, str(source.dtype), chunk_rows=resumable_chunk_rows(dim, str(source.dtype)))
+    pending = writer.pending(owned_chunks(writer.n_chunks))
+    with progress.bar(len(pending), label) as bar:
+        for c in pending:
+            start, stop = writer.bounds(c)
+            writer.write(c, np.asarray(source[start:stop]))
+            bar.advance(1)
+
+
 def resumable_chunk_rows(dim: int, dtype: str) -> int:
     """Rows per chunk: a few MiB, but at most 1024 rows so an interruption loses little work."""
     return min(1024, chunk_rows_for(dim, np.dtype(dtype).itemsize))

@@ -23,7 +23,7 @@ import numpy as np
 
 from tselect.data.types import Dataset
 from tselect.errors import UserError
-from tselect.featurize.common import write_unit_rows
+from tselect.featurize.common import copy_rows, write_unit_rows
 from tselect.featurize.warmup import WARMUP_PRESETS, load_checkpoint, produce_warmup, read_checkpoints
 
 
@@ -161,14 +161,48 @@ def _rows_fn(cfg, ckpt: _Checkpoint, rows: list, projector, adam: str | None):
     return rows_fn
 
 
-def _featurize_checkpoint(cfg, lc: LessConfig, ckpt: _Checkpoint, encoded: dict[str, list], out: Path) -> None:
+def pool_key(cfg, lc: LessConfig, warmup_id: str, pool: Dataset) -> str:
+    """What the pool rows depend on (not the queries): equal keys mean byte-identical pool rows."""
+    import hashlib
+
+    parts = {"warmup": warmup_id, "less": dataclasses.asdict(lc), "max_length": cfg.max_length,
+             "batch_size": cfg.batch_size, "dtype": cfg.dtype, "pool": pool.content_hash}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def _pool_donor(root: Path, key: str) -> Path | None:
+    """A finished feature group in the store with the same pool rows (another query set), if any.
+
+    Pool gradients cost N x checkpoints backward passes and do not depend on the queries, so
+    featurizing a second target against the same pool and warmup copies them instead.
+    """
+    from tselect import artifacts, store
+
+    for final in sorted((Path(root) / "featurize").glob("featurize-*")):
+        if final.suffix == ".part" or not artifacts.exists(root, final.name):
+            continue
+        try:
+            if store.open_group(final / store.FEATURES, mode="r").attrs.get("pool_key") == key:
+                return final / store.FEATURES
+        except (OSError, ValueError, KeyError):
+            continue  # unreadable artifacts are `tselect verify`'s business, not a donor
+    return None
+
+
+def _featurize_checkpoint(cfg, lc: LessConfig, ckpt: _Checkpoint, encoded: dict[str, list], out: Path,
+                          donor: Path | None) -> None:
+    from tselect import store
     from tselect.featurize.project import make_projector
 
     projector = make_projector(lc.projection, lc.dim, lc.proj_seed)
     # Queries get plain (SGD) gradients, pool rows the Adam update direction.
     for name, adam in (("query", None), ("pool", lc.adam)):
+        label = f"less {out.name} {name}"
+        if name == "pool" and donor is not None:
+            copy_rows(out, name, store.open_group(donor, mode="r")[f"{out.name}/pool"], label + " (copied)")
+            continue
         fn = _rows_fn(cfg, ckpt, encoded[name], projector, adam)
-        write_unit_rows(out, name, len(encoded[name]), lc.dim, cfg.dtype, fn, f"less {out.name} {name}")
+        write_unit_rows(out, name, len(encoded[name]), lc.dim, cfg.dtype, fn, label)
 
 
 def run(cfg, pool: Dataset, query: Dataset, group: Path) -> dict:
@@ -189,12 +223,16 @@ def run(cfg, pool: Dataset, query: Dataset, group: Path) -> dict:
     tok = load_tokenizer(resolve_model(cfg.model))
     encoded = {name: [encode_example(ex, tok, cfg.max_length) for ex in data.examples]
                for name, data in (("query", query), ("pool", pool))}
+    key = pool_key(cfg, lc, warmup_id, pool)
+    donor = _pool_donor(root, key)
     for c in ckpts:
-        _featurize_checkpoint(cfg, lc, _Checkpoint(cfg.model, warmup_dir / c["name"]), encoded, Path(group) / c["name"])
+        _featurize_checkpoint(cfg, lc, _Checkpoint(cfg.model, warmup_dir / c["name"]), encoded,
+                              Path(group) / c["name"], donor)
     lrs = np.array([c["mean_lr"] for c in ckpts], dtype=np.float64)
     weights = (lrs / lrs.sum()).tolist()  # w_t = η̄_t / Σ η̄: only relative lr matters
-    zero = {name: sum(all(t == IGNORE for t in r.labels) for r in rows) for name, rows in encoded.items()}
+    empty = {name: [i for i, r in enumerate(rows) if all(t == IGNORE for t in r.labels)] for name, rows in encoded.items()}
+    zero = {name: len(rows) for name, rows in empty.items()}
     return {"dim": lc.dim, "checkpoints": [c["name"] for c in ckpts], "weights": weights, "warmup": warmup_id,
             "projection": lc.projection, "proj_seed": lc.proj_seed, "adam": lc.adam,
             "gradients": {"pool": "adam", "query": "sgd"}, "steps": [c["step"] for c in ckpts],
-            "zero_rows": zero}
+            "zero_rows": zero, "empty_pool_rows": empty["pool"], "pool_key": key}

@@ -137,7 +137,10 @@ def wrap_lora(model, cfg: WarmupConfig):
 def save_checkpoint(model, optimizer, directory: Path, state: dict) -> None:
     """Adapter (PEFT layout) + AdamW moments keyed by parameter name + state.json."""
     directory.mkdir(parents=True, exist_ok=True)
+    from tselect.finetune import canonical_adapter_config
+
     model.save_pretrained(str(directory), safe_serialization=True, save_embedding_layers=False)
+    canonical_adapter_config(directory)  # peft writes target_modules in set order: bytes would vary per run
     moments: dict[str, dict] = {"exp_avg": {}, "exp_avg_sq": {}}
     for name, p in model.named_parameters():
         if p in optimizer.state:

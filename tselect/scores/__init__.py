@@ -80,7 +80,7 @@ def _features(cfg: ScoreConfig, root: Path, pool: Dataset):
     if art.inputs.get("pool") != pool.content_hash:
         raise UserError(f"--features {art.id} was computed on another pool than --pool {cfg.pool}; "
                         f"featurize that pool (`tselect featurize --pool {cfg.pool} ...`) and pass its id")
-    feats = store.open_features(art.path)
+    feats = artifacts.open_features(art)
     if feats.n_pool != len(pool):
         raise UserError(f"--features {art.id} holds {feats.n_pool} pool rows but --pool has {len(pool)}; "
                         "re-run featurize on this pool")

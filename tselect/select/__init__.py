@@ -67,9 +67,9 @@ def _convert(raw: str, hint, name: str):
     return raw
 
 
-def _load_inputs(cfg: SelectConfig, root: Path, needs: frozenset[str]) -> tuple[SelectInputs, dict]:
+def _load_inputs(cfg: SelectConfig, root: Path, needs: frozenset[str]) -> tuple[SelectInputs, dict, dict]:
     feat_art = artifacts.resolve(root, cfg.features, stage="featurize")
-    feats = store.open_features(feat_art.path)
+    feats = artifacts.open_features(feat_art)
     inp = SelectInputs(n_pool=feats.n_pool, sim=feats.similarity(), pool_features=feats.pools,
                        query_features=feats.queries, weights=feats.weights,
                        query_subtasks=_subtasks(feat_art.record.get("query_subtasks")))
@@ -90,7 +90,7 @@ def _load_inputs(cfg: SelectConfig, root: Path, needs: frozenset[str]) -> tuple[
                 raise UserError(f"--exclude {s.id} selects from another pool than {feat_art.id}; exclude selections of the same pool")
         inp.exclude = np.unique(np.concatenate([store.read_indices(artifacts.checked_path(s, "indices.json")) for s in sels]))
         ids["exclude"] = ",".join(sorted(s.id for s in sels))
-    return inp, ids
+    return inp, ids, feats.attrs
 
 
 def _subtasks(labels):
@@ -105,7 +105,7 @@ def run(cfg: SelectConfig, root: Path) -> str:
         raise UserError(f"unknown selector '{cfg.selector}'; choose one of {', '.join(SELECTORS)}")
     sel = SELECTORS[cfg.selector]
     params = parse_params(cfg.selector, cfg.params)
-    inp, ids = _load_inputs(cfg, root, sel.needs)
+    inp, ids, attrs = _load_inputs(cfg, root, sel.needs)
     budget = inp.n_pool if cfg.budget is None else cfg.budget
     if not 1 <= budget <= inp.n_pool:
         raise UserError(f"--budget {cfg.budget} is outside 1..{inp.n_pool} (the pool size); pass a smaller budget or omit it")
@@ -114,22 +114,55 @@ def run(cfg: SelectConfig, root: Path) -> str:
         hashed.pop(key)
     hashed["params"] = dataclasses.asdict(params)
 
+    empty = _empty_pool_rows(inp.pool_features, attrs)
+
     def write(build: artifacts.Build) -> None:
-        try:
-            out = sel.fn(inp, budget, params, cfg.seed)
+        try:  # asked for `budget + len(empty)`: every budget is a prefix, so the first `budget` usable are kept
+            out = sel.fn(inp, min(inp.n_pool, budget + len(empty)), params, cfg.seed)
         except ValueError as e:
             raise UserError(f"selector '{cfg.selector}': {e}") from None
         # A selector may return (order, score of each chosen example) to record what it used.
         order, used = out if isinstance(out, tuple) else (out, None)
         order = np.asarray(order, dtype=np.int64)
         _check_order(order, inp.n_pool)
+        order, used = usable_first(order, None if used is None else np.asarray(used), empty, budget)
         extra = {"scores": None if used is None else [round(float(x), 6) for x in used]}
         store.write_indices(build.path / "indices.json", order, extra)
-        build.record(selector=cfg.selector, n_selected=int(order.size), n_pool=inp.n_pool)
+        build.record(selector=cfg.selector, n_selected=int(order.size), n_pool=inp.n_pool,
+                     empty_rows_last=int(len(empty)))
 
     aid = artifacts.produce(root, "select", hashed, ids, write)
     progress.note(f"select {cfg.selector}: {budget} of {inp.n_pool} → {aid}")
     return aid
+
+
+def _empty_pool_rows(pools, attrs: dict) -> np.ndarray:
+    """Pool rows with no feature at all (LESS: no response token within max_length, so no gradient).
+
+    Their similarity to every query is exactly 0, which beats every negative cosine: left alone,
+    top-k would pick rows that cannot be trained on. Newer stores list them; older ones are scanned.
+    """
+    if "empty_pool_rows" in attrs:
+        return np.asarray(attrs["empty_pool_rows"], dtype=np.int64)
+    if not (attrs.get("zero_rows") or {}).get("pool"):
+        return np.zeros(0, dtype=np.int64)
+    first, step, found = pools[0], 4096, []
+    for start in range(0, first.shape[0], step):
+        block = np.asarray(first[start:start + step], dtype=np.float32)
+        found.append(start + np.flatnonzero(~block.any(axis=1)))
+    return np.concatenate(found).astype(np.int64)
+
+
+def usable_first(order: np.ndarray, used: np.ndarray | None, empty: np.ndarray, budget: int):
+    """The first `budget` of `order` that are not empty rows; empty rows fill up only if nothing else is left.
+
+    order [K] distinct indices (K >= budget unless the pool is smaller); used [K] or None.
+    """
+    if empty.size == 0:
+        return order[:budget], None if used is None else used[:budget]
+    bad = np.isin(order, empty)
+    pos = np.concatenate([np.flatnonzero(~bad), np.flatnonzero(bad)])[:budget]  # stable: usable, then empty
+    return order[pos], None if used is None else used[pos]
 
 
 def _check_order(order: np.ndarray, n_pool: int) -> None:
