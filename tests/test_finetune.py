@@ -68,3 +68,43 @@ def test_full_pool_full_finetune(store, toy_data, tiny_model_dir):
 def test_full_selection_needs_a_pool():
     with pytest.raises(ValueError, match="--pool"):
         FinetuneConfig(selection="full")
+
+
+def test_an_interrupted_finetune_resumes_from_its_checkpoint(tmp_path, store, toy_data, tiny_model_dir, monkeypatch):
+    from tselect import finetune
+
+    pool, query = toy_data
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "p.npy", rng.normal(size=(24, 4)).astype(np.float32))
+    np.save(tmp_path / "q.npy", rng.normal(size=(2, 4)).astype(np.float32))
+    cfg = FeaturizeConfig(rep="vectors", pool=str(pool), query=str(query), pool_vectors=str(tmp_path / "p.npy"),
+                          query_vectors=str(tmp_path / "q.npy"))
+    one = TrainConfig(lr=1e-2, epochs=1, batch_size=1, effective_batch_size=1, max_length=64, warmup_ratio=0.0)
+    runs = {}
+    for name in ("fresh", "resumed"):
+        st = tmp_path / name
+        sel = select(SelectConfig(features=featurize(cfg, st), selector="random", seed=0), st)
+        runs[name] = FinetuneConfig(selection=sel, budget=24, model=str(tiny_model_dir), train=one), st
+    fresh = artifacts.resolve(runs["fresh"][1], run(*runs["fresh"]), stage="finetune")
+
+    steps = []
+
+    def stop_at_15(total):
+        def on_step(step, _total, loss):
+            steps.append(step)
+            if step == 15:  # checkpoint-10 exists by now; 11..15 are lost work
+                raise KeyboardInterrupt
+        return on_step
+
+    monkeypatch.setattr(finetune, "_reporter", stop_at_15)
+    with pytest.raises(KeyboardInterrupt):
+        run(*runs["resumed"])
+    part = next((runs["resumed"][1] / "finetune").glob("*.part"))
+    assert sorted(p.name for p in (part / "checkpoints").iterdir()) == ["checkpoint-10"]
+    steps.clear()
+    monkeypatch.setattr(finetune, "_reporter", lambda total: lambda step, _t, loss: steps.append(step))
+    resumed = artifacts.resolve(runs["resumed"][1], run(*runs["resumed"]), stage="finetune")
+    assert steps == list(range(11, 25))  # continued after the checkpoint, did not start over
+    assert not (resumed.path / "checkpoints").exists()
+    for rel in ("adapter/adapter_model.safetensors", "adapter/adapter_config.json", "train_curve.json"):
+        assert (resumed.path / rel).read_bytes() == (fresh.path / rel).read_bytes(), rel

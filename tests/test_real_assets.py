@@ -30,3 +30,39 @@ def test_embed_round_robin_enriches_science_tasks_for_sciq(tmp_path):
     assert abs(base - 0.125) < 1e-9
     assert rr >= 2 * base, (rr, rnd, base)
     assert rnd < rr
+
+
+@pytest.mark.slow
+def test_repro_smoke_runs_the_embedded_study_and_reports(tmp_path):
+    """`make repro-smoke`'s two commands on the embedded model and data, as a user runs them."""
+    import csv
+    import math
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    toml = Path(__file__).resolve().parents[1] / "examples" / "experiments" / "smoke.toml"
+    env = {**os.environ, "TSELECT_STORE": str(tmp_path / "store")}
+
+    def tselect(*args: str) -> subprocess.CompletedProcess:
+        proc = subprocess.run([sys.executable, "-m", "tselect", *args], capture_output=True, text=True, env=env,
+                              cwd=tmp_path, timeout=3600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return proc
+
+    exp = tselect("run", str(toml)).stdout.strip().splitlines()[-1]
+    assert exp.startswith("experiment-")
+    again = tselect("run", str(toml))  # every cell is cached: a no-op with the same id
+    assert again.stdout.strip().splitlines()[-1] == exp and "11 already done, 0 to run" in again.stderr
+    tselect("report", exp, "--out", str(tmp_path / "report"))
+    out = tmp_path / "report"
+    for name in ("report.md", "report.html", "numbers.csv", "budget_curves.png"):
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    rows = list(csv.DictReader((out / "numbers.csv").open()))
+    losses = {(r["method"], r["budget"], r["seed"]): float(r["value"]) for r in rows
+              if r["section"] == "cell" and r["quantity"] == "query_loss"}
+    methods = {m for m, _, _ in losses}
+    assert {"zero-shot", "random"} <= methods and any("round_robin" in m for m in methods), methods
+    assert len(losses) == 11 and all(math.isfinite(v) and v > 0 for v in losses.values()), losses
+    assert "sciq" in (out / "report.md").read_text()

@@ -7,6 +7,7 @@ loads it); a full run writes `model/` (weights + tokenizer). Both write `train_c
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -100,8 +101,10 @@ def _train_and_write(cfg: FinetuneConfig, enc, ref, build: artifacts.Build) -> N
     from tselect.training import expected_steps, train
 
     model, tok = load_model(ref, dtype=LOAD_DTYPE[cfg.train.method])
+    resume = build.path / "checkpoints"  # inside the .part: an interrupted run continues from here
     result = train(model, enc.rows, cfg.train, tok.pad_token_id,
-                   on_step=_reporter(expected_steps(len(enc.rows), cfg.train)))
+                   on_step=_reporter(expected_steps(len(enc.rows), cfg.train)), checkpoints=resume)
+    shutil.rmtree(resume, ignore_errors=True)  # not part of the artifact
     out = build.path / OUTPUT_DIR[cfg.train.method]
     SAVERS[cfg.train.method](result.model, out)
     if cfg.train.method == "lora":
@@ -152,7 +155,7 @@ def run(cfg: FinetuneConfig, root: Path) -> str:
                      n_selected=len(examples), **facts)
         _train_and_write(cfg, enc if enc is not None else _encode_checked(cfg, examples, ref), ref, build)
 
-    aid = artifacts.produce(root, "finetune", hashed, inputs, write)
+    aid = artifacts.produce(root, "finetune", hashed, inputs, write, resume=True)
     progress.note(f"finetune {cfg.train.method}: {len(examples)} examples → {aid}")
     return aid
 

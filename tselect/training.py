@@ -164,11 +164,18 @@ def _epoch_sampler(n: int, seed: int):
     return EpochPermutation()
 
 
-def _training_args(cfg: TrainConfig, out_dir: str):
+def checkpoint_every(total_steps: int) -> int:
+    """Optimizer steps between resumable checkpoints: ~10 per run, none for runs under 10 steps."""
+    return max(10, math.ceil(total_steps / 10))
+
+
+def _training_args(cfg: TrainConfig, out_dir: str, save_steps: int | None = None):
     import torch
     from transformers import TrainingArguments
 
     cuda = torch.cuda.is_available()
+    saving = {"save_strategy": "no"} if save_steps is None else \
+        {"save_strategy": "steps", "save_steps": save_steps, "save_total_limit": 1, "save_only_model": False}
     return TrainingArguments(
         output_dir=out_dir, per_device_train_batch_size=cfg.batch_size,
         gradient_accumulation_steps=cfg.grad_accum, num_train_epochs=cfg.epochs,
@@ -178,7 +185,7 @@ def _training_args(cfg: TrainConfig, out_dir: str):
         optim="adamw_torch_fused" if cuda else "adamw_torch",
         bf16=cuda and torch.cuda.is_bf16_supported(),  # autocast; fp32 on CPU
         use_cpu=not cuda, seed=cfg.seed, data_seed=cfg.seed,
-        logging_strategy="steps", logging_steps=1, save_strategy="no", eval_strategy="no",
+        logging_strategy="steps", logging_steps=1, eval_strategy="no", **saving,
         report_to=[], disable_tqdm=True, dataloader_num_workers=0, dataloader_pin_memory=cuda,
         remove_unused_columns=False,
     )
@@ -199,7 +206,8 @@ def adam_moments(model, optimizer) -> dict[str, dict[str, Any]]:
     return out
 
 
-def _make_trainer(model, rows, cfg: TrainConfig, collator: _Collator, out_dir: str, on_step, on_epoch):
+def _make_trainer(model, rows, cfg: TrainConfig, collator: _Collator, out_dir: str, on_step, on_epoch,
+                  save_steps: int | None = None):
     from transformers import Trainer, TrainerCallback
     from transformers.trainer_callback import PrinterCallback
 
@@ -223,7 +231,7 @@ def _make_trainer(model, rows, cfg: TrainConfig, collator: _Collator, out_dir: s
                 on_epoch(round(state.epoch), model, adam_moments(model, optimizer), mean_lr)
             self.lrs = []
 
-    trainer = SeededTrainer(model=model, args=_training_args(cfg, out_dir), train_dataset=rows,
+    trainer = SeededTrainer(model=model, args=_training_args(cfg, out_dir, save_steps), train_dataset=rows,
                             data_collator=collator, callbacks=[Hooks()])
     trainer.remove_callback(PrinterCallback)  # it prints every log dict to stdout
     return trainer
@@ -231,12 +239,15 @@ def _make_trainer(model, rows, cfg: TrainConfig, collator: _Collator, out_dir: s
 
 def train(model, rows: Sequence, cfg: TrainConfig, pad_id: int,
           on_step: Callable[[int, int, float], None] | None = None,
-          on_epoch: Callable[[int, Any, dict, float], None] | None = None) -> TrainResult:
+          on_epoch: Callable[[int, Any, dict, float], None] | None = None,
+          checkpoints: Path | None = None) -> TrainResult:
     """Fine-tune `model` on `rows` (EncodedRow or {"input_ids","labels"} dicts) per `cfg`.
 
     on_step(step, total_steps, loss) runs after each optimizer step (progress output);
     on_epoch(epoch, model, adam_moments, mean_lr) after each epoch (1-based), e.g. to save
     LESS warmup checkpoints: the moments are keyed by parameter name, mean_lr is the epoch's η̄.
+    checkpoints: a directory for resumable Trainer checkpoints (weights, optimizer, scheduler,
+    RNG states) every `checkpoint_every` steps; a run finding one there continues from it.
     """
     import torch
 
@@ -246,9 +257,11 @@ def train(model, rows: Sequence, cfg: TrainConfig, pad_id: int,
     model = METHODS[cfg.method](model, cfg)
     collator = _Collator(pad_id)
     start = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="tselect-train-") as out_dir:
-        trainer = _make_trainer(model, data, cfg, collator, out_dir, on_step, on_epoch)
-        trainer.train()
+    with tempfile.TemporaryDirectory(prefix="tselect-train-") as scratch:
+        out_dir = scratch if checkpoints is None else str(checkpoints)
+        save = None if checkpoints is None else checkpoint_every(expected_steps(len(data), cfg))
+        trainer = _make_trainer(model, data, cfg, collator, out_dir, on_step, on_epoch, save)
+        trainer.train(resume_from_checkpoint=_last_checkpoint(checkpoints))
     wall = time.perf_counter() - start
     logs = [h for h in trainer.state.log_history if "loss" in h]
     trained = trainer.model.eval()
@@ -264,6 +277,21 @@ def train(model, rows: Sequence, cfg: TrainConfig, pad_id: int,
         "torch_threads": torch.get_num_threads(),
     }
     return TrainResult(trained, [float(h["loss"]) for h in logs], [float(h["learning_rate"]) for h in logs], cost)
+
+
+def _last_checkpoint(directory: Path | None) -> str | None:
+    """The newest complete checkpoint-<step> (the Trainer writes trainer_state.json last); half-written ones go."""
+    import shutil
+
+    if directory is None or not Path(directory).is_dir():
+        return None
+    found = sorted((int(p.name.split("-")[1]), p) for p in Path(directory).glob("checkpoint-*")
+                   if p.name.split("-")[1].isdigit())
+    complete = [p for _, p in found if (p / "trainer_state.json").is_file()]
+    for _, p in found:
+        if p not in complete[-1:]:
+            shutil.rmtree(p, ignore_errors=True)
+    return str(complete[-1]) if complete else None
 
 
 def expected_steps(n_rows: int, cfg: TrainConfig) -> int:

@@ -158,7 +158,7 @@ def test_example_grids_parse_and_plan(monkeypatch):
         counts[path.stem] = len(cells)
         assert len({c.key for c in cells}) == len(cells), f"{path.name}: duplicate cell keys"
     # smoke: 1 zero-shot + 2 reps × 2 seeds × 2 budgets + 3 random seeds × 2 budgets
-    assert counts["smoke"] == 1 + 8 + 6
+    assert counts["smoke"] == 1 + 4 + 6  # zero-shot, grid, random
     assert counts["small"] == 3 + 54 + 6 + 1 + 30  # zero-shot, grid (one seed), random, full, quantile
     assert counts["tis"] == 4 + 900 + 15 + 120  # the pool of 400 stands in for the user's pool
 
