@@ -28,6 +28,18 @@ def test_overlapping_spreads_give_no_reliable_winner():
     assert "no reliable winner" in rec["text"] and "**Overall: no reliable winner.**" in rec["text"]
 
 
+def test_single_seed_cells_are_leads_not_winners():
+    # one training seed per method: rds+rr's run lies beyond random's 0.45 ± 0.05, topk's does not
+    t = _table({RR: {16: [0.56]}, TOPK: {16: [0.47]}}, {16: [0.40, 0.45, 0.50]})
+    rec = recommend([t])
+    assert rec["choice"] is None and rec["winners"] == []
+    assert ("**sciq** (acc_norm): no reliable winner — the representation + selector cells have one training seed"
+            in rec["text"])
+    assert ("1 of 2 (method, budget) cells lie beyond random's mean ± std (largest: rds + round_robin at budget 16, "
+            "56.0 vs random 45.0); rerun with more seeds to confirm.") in rec["text"]
+    assert "but 1 of 2 single-seed cells lead random on their one run" in rec["text"]
+
+
 def test_separated_spreads_name_the_winner_and_margin():
     t = _table({RR: {16: [0.50, 0.51, 0.52], 32: [0.44, 0.48, 0.52]}, TOPK: {16: [0.40, 0.42, 0.44], 32: [0.5, 0.5, 0.5]}},
                {16: [0.40, 0.41, 0.42], 32: [0.40, 0.45, 0.50]})

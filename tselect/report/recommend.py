@@ -37,8 +37,11 @@ def target_sentence(table: dict) -> str:
     wins = winners(table)
     if not wins:
         budgets = ", ".join(str(b) for b in table["budgets"]) or "none"
-        return (f"**{t}** ({q}): no reliable winner — at every budget ({budgets}) each representation + selector "
-                f"overlaps random within one seed standard deviation.")
+        single = single_seed_cells(table)
+        if not single:
+            return (f"**{t}** ({q}): no reliable winner — at every budget ({budgets}) each representation + "
+                    f"selector overlaps random within one seed standard deviation.")
+        return f"**{t}** ({q}): no reliable winner — " + _single_seed_text(q, single)
     parts = [f"{w['method']} at budget {w['budget']} ({display(q, w['mean'])} vs random {display(q, w['random'])}, "
              f"{margin_text(q, w['margin'])})" for w in wins]
     text = f"**{t}** ({q}): " + "; ".join(parts) + "."
@@ -54,15 +57,49 @@ def target_sentence(table: dict) -> str:
     return text
 
 
+def single_seed_cells(table: dict) -> list[dict[str, Any]]:
+    """[{method, budget, mean, random, beyond}] for cells with one training seed: their spread is unknown.
+
+    `beyond`: the one run lies outside random's mean ± std on the better side (a lead, not a win).
+    """
+    out, sign = [], 1 if table["higher"] else -1
+    for m, stats in table["methods"].items():
+        for b, s, r in zip(table["budgets"], stats, table["random"]):
+            if s is None or s["n"] != 1 or r is None or r["std"] is None:
+                continue
+            beyond = sign * (s["mean"] - r["mean"]) > r["std"]
+            out.append({"method": m, "budget": b, "mean": s["mean"], "random": r["mean"], "beyond": beyond})
+    return out
+
+
+def _single_seed_text(q: str, cells: list[dict[str, Any]]) -> str:
+    leads = [c for c in cells if c["beyond"]]
+    text = (f"the representation + selector cells have one training seed, so their own spread is unknown and "
+            f"none can be declared a winner. On that one seed, {len(leads)} of {len(cells)} (method, budget) cells "
+            f"lie beyond random's mean ± std")
+    if leads:
+        top = max(leads, key=lambda c: abs(c["mean"] - c["random"]))
+        text += (f" (largest: {top['method']} at budget {top['budget']}, {display(q, top['mean'])} vs random "
+                 f"{display(q, top['random'])}); rerun with more seeds to confirm")
+    return text + "."
+
+
 def recommend(tables: Sequence[dict]) -> dict[str, Any]:
     """{"winners": [...], "choice": method or None, "text": markdown paragraph}."""
     wins = [w for t in tables for w in winners(t)]
     pairs = sum(len(t["budgets"]) for t in tables)
     lines = [target_sentence(t) for t in tables]
     if not wins:
-        lines.append("**Overall: no reliable winner.** No representation + selector beats random beyond the seed "
-                     "spread on any target at any budget; random selection is as good here and costs nothing. "
-                     "More seeds, larger budgets or a larger evaluation split may still separate them.")
+        single = [c for t in tables for c in single_seed_cells(t)]
+        leads = sum(c["beyond"] for c in single)
+        if leads:
+            lines.append(f"**Overall: no reliable winner.** No cell has a measured seed spread that clears random's, "
+                         f"but {leads} of {len(single)} single-seed cells lead random on their one run: rerun with "
+                         "more training seeds before choosing.")
+        else:
+            lines.append("**Overall: no reliable winner.** No representation + selector beats random beyond the seed "
+                         "spread on any target at any budget; random selection is as good here and costs nothing. "
+                         "More seeds, larger budgets or a larger evaluation split may still separate them.")
         return {"winners": [], "choice": None, "text": "\n\n".join(lines)}
     counts = Counter(w["method"] for w in wins)
     choice, k = counts.most_common(1)[0]
