@@ -35,6 +35,11 @@ def test_golden_id():
         b'{"config":{"k":1},"inputs":{},"schema":1,"stage":"select"}').hexdigest()[:16]
 
 
+def test_checked_path_returns_an_intact_file(tmp_path):
+    aid = A.produce(tmp_path, "select", {"k": 1}, {}, _write("hello"))
+    assert A.checked_path(A.resolve(tmp_path, aid), "out.txt").read_text() == "hello"
+
+
 def test_produce_writes_manifest_and_is_noop_on_rerun(tmp_path):
     calls = []
 
@@ -97,6 +102,24 @@ def test_a_hand_edited_manifest_fails_verify(tmp_path):
     path.write_text(json.dumps(manifest))
     problems = A.verify(A.resolve(tmp_path, aid))
     assert len(problems) == 1 and problems[0].startswith(f"{A.MANIFEST}: config and inputs hash to select-")
+
+
+@pytest.mark.parametrize("edit", [
+    lambda m: m["files"]["out.txt"].pop("sha256"),
+    lambda m: m["files"].update({"out.txt": "size"}),
+    lambda m: m.update({"filez": m.pop("files")}),
+])
+def test_a_manifest_with_a_damaged_file_table_is_reported_not_crashed(tmp_path, edit):
+    aid = A.produce(tmp_path, "select", {"k": 1}, {}, _write("hello"))
+    path = A.final_dir(tmp_path, aid) / A.MANIFEST
+    manifest = json.loads(path.read_text())
+    edit(manifest)
+    path.write_text(json.dumps(manifest))
+    art = A.resolve(tmp_path, aid)
+    problems = A.verify(art)
+    assert len(problems) == 1 and "malformed" in problems[0], problems
+    with pytest.raises(UserError, match="is corrupt"):
+        A.checked_path(art, "out.txt")
 
 
 def test_corruption_is_detected(tmp_path):

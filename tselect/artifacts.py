@@ -277,22 +277,38 @@ def verify(art: Artifact) -> list[str]:
     recomputed = f"{m.get('stage')}-{hashlib.sha256(canonical_json(payload).encode()).hexdigest()[:16]}"
     if recomputed != art.id or m.get("id") != art.id:
         problems.append(f"{MANIFEST}: config and inputs hash to {recomputed}, not {art.id} (edited by hand?)")
-    for rel, info in art.manifest.get("files", {}).items():
-        p = art.path / rel
-        if not p.is_file():
-            problems.append(f"{rel}: missing")
-        elif p.stat().st_size != info["size"]:
-            problems.append(f"{rel}: size {p.stat().st_size} != {info['size']}")
-        elif sha256_file(p) != info["sha256"]:
-            problems.append(f"{rel}: checksum mismatch")
+    files = m.get("files")
+    if not isinstance(files, dict) or not files:
+        return problems + [f"{MANIFEST}: the file table is missing or malformed"]
+    for rel, info in files.items():
+        problem = _file_problem(art.path / rel, info)
+        if problem:
+            problems.append(f"{rel}: {problem}")
     return problems
+
+
+def _file_problem(p: Path, info: Any) -> str | None:
+    """Why `p` does not match its manifest entry {size, sha256}, or None when it does."""
+    if not isinstance(info, dict) or not isinstance(info.get("size"), int) or not isinstance(info.get("sha256"), str):
+        return f"its {MANIFEST} entry is malformed"
+    if not p.is_file():
+        return "missing"
+    if p.stat().st_size != info["size"]:
+        return f"size {p.stat().st_size} != {info['size']}"
+    if sha256_file(p) != info["sha256"]:
+        return "checksum mismatch"
+    return None
+
+
+def _files(art: Artifact) -> dict:
+    files = art.manifest.get("files")
+    return files if isinstance(files, dict) else {}
 
 
 def checked_path(art: Artifact, rel: str) -> Path:
     """Path of a file in an artifact after checking it against the manifest checksum."""
-    info = art.manifest.get("files", {}).get(rel)
     p = art.path / rel
-    if info is None or not p.is_file() or p.stat().st_size != info["size"] or sha256_file(p) != info["sha256"]:
+    if _file_problem(p, _files(art).get(rel)) is not None:
         raise UserError(f"artifact {art.id} is corrupt ({rel} fails its checksum); remove it with "
                         f"`tselect rm {art.id}` and rerun the command that made it")
     return p
@@ -303,8 +319,8 @@ def check_small_files(art: Artifact, max_bytes: int = 1 << 16) -> None:
 
     Cheap even for a 16 GB feature store; big zarr chunks carry their own crc32c instead.
     """
-    for rel, info in art.manifest.get("files", {}).items():
-        if info["size"] <= max_bytes:
+    for rel, info in _files(art).items():
+        if not isinstance(info, dict) or not isinstance(info.get("size"), int) or info["size"] <= max_bytes:
             checked_path(art, rel)
 
 

@@ -165,8 +165,8 @@ def test_example_grids_parse_and_plan(monkeypatch):
 
 def test_dry_run_lists_cells_without_running(store):
     proc = tselect("run", "--dry-run", "--part", "1/2", EXAMPLES / "smoke.toml", store=store)
-    assert proc.stdout == "" and "smoke: 7 of 15 cells" in proc.stderr
-    assert "grid/rds/round_robin/sciq/b16/s0" in proc.stderr and not store.exists()
+    assert proc.stdout == "" and "smoke: 5 of 11 cells" in proc.stderr
+    assert "grid/rds/round_robin/sciq/b8/s0" in proc.stderr and not store.exists()
 
 
 @pytest.mark.parametrize("text, match", [
