@@ -114,9 +114,8 @@ def run(cfg: SelectConfig, root: Path) -> str:
         hashed.pop(key)
     hashed["params"] = dataclasses.asdict(params)
 
-    empty = _empty_pool_rows(inp.pool_features, attrs)
-
     def write(build: artifacts.Build) -> None:
+        empty = _empty_pool_rows(inp.pool_features, attrs)  # in the writer: a cached rerun scans nothing
         try:  # asked for `budget + len(empty)`: every budget is a prefix, so the first `budget` usable are kept
             out = sel.fn(inp, min(inp.n_pool, budget + len(empty)), params, cfg.seed)
         except ValueError as e:
