@@ -100,8 +100,10 @@ def test_a_hand_edited_manifest_fails_verify(tmp_path):
     manifest = json.loads(path.read_text())
     manifest["config"]["k"] = 2
     path.write_text(json.dumps(manifest))
-    problems = A.verify(A.resolve(tmp_path, aid))
+    problems = A.verify(A.find_unchecked(tmp_path, aid))
     assert len(problems) == 1 and problems[0].startswith(f"{A.MANIFEST}: config and inputs hash to select-")
+    with pytest.raises(UserError, match="damaged manifest"):  # and no stage reads it
+        A.resolve(tmp_path, aid)
 
 
 @pytest.mark.parametrize("edit", [
@@ -115,11 +117,14 @@ def test_a_manifest_with_a_damaged_file_table_is_reported_not_crashed(tmp_path, 
     manifest = json.loads(path.read_text())
     edit(manifest)
     path.write_text(json.dumps(manifest))
-    art = A.resolve(tmp_path, aid)
+    art = A.find_unchecked(tmp_path, aid)
     problems = A.verify(art)
     assert len(problems) == 1 and "malformed" in problems[0], problems
     with pytest.raises(UserError, match="is corrupt"):
         A.checked_path(art, "out.txt")
+    if "files" not in art.manifest:  # no stage reads an artifact whose file table is gone
+        with pytest.raises(UserError, match="damaged manifest"):
+            A.resolve(tmp_path, aid)
 
 
 def test_corruption_is_detected(tmp_path):

@@ -7,13 +7,15 @@ loads it); a full run writes `model/` (weights + tokenizer). Both write `train_c
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tselect import artifacts, lineage, progress, store
 from tselect.errors import UserError
-from tselect.training import SAVERS, TrainConfig
+from tselect.training import SAVERS, TrainConfig, expected_steps, floor_warmup_linear, warmup_steps
 
 FULL = "full"  # --selection full: train on the whole pool
 # Where each method's output lives inside the artifact.
@@ -21,6 +23,8 @@ OUTPUT_DIR = {"lora": "adapter", "full": "model"}
 # LoRA trains a small adapter, so the frozen base may stay in the device default (bf16 on GPU);
 # full fine-tuning keeps fp32 master weights (autocast still computes in bf16 on GPU).
 LOAD_DTYPE = {"lora": None, "full": "fp32"}
+# A run takes at least this many optimizer steps, every one at lr > 0 (see fit_schedule).
+MIN_OPTIMIZER_STEPS = 8
 
 
 @dataclass(frozen=True)
@@ -96,14 +100,49 @@ def _encode_checked(cfg: FinetuneConfig, examples, ref):
     return enc
 
 
+def fit_schedule(train: TrainConfig, n_rows: int) -> TrainConfig:
+    """The optimization settings actually used for `n_rows` rows: at least MIN_OPTIMIZER_STEPS steps.
+
+    When the requested effective batch leaves fewer steps (e.g. 16 rows, batch 16, 1 epoch: one
+    step), gradient accumulation is lowered first, then the micro-batch, until the run has
+    MIN_OPTIMIZER_STEPS steps; fewer than that many rows x epochs is refused. The schedule
+    (floor_warmup_linear) gives every one of those steps a non-zero lr.
+    """
+    if expected_steps(n_rows, train) >= MIN_OPTIMIZER_STEPS:
+        return train
+    options = [(train.batch_size, accum) for accum in range(train.grad_accum - 1, 0, -1)]
+    options += [(bs, 1) for bs in range(train.batch_size - 1, 0, -1)]
+    for bs, accum in options:
+        fitted = dataclasses.replace(train, batch_size=bs, effective_batch_size=bs * accum)
+        if expected_steps(n_rows, fitted) >= MIN_OPTIMIZER_STEPS:
+            return fitted
+    need = math.ceil(MIN_OPTIMIZER_STEPS / max(1, n_rows))
+    raise UserError(f"{n_rows} training rows x {train.epochs} epochs give at most {n_rows * train.epochs} optimizer "
+                    f"steps, fewer than the {MIN_OPTIMIZER_STEPS} a run needs to train; raise --epochs to {need} "
+                    "or the --budget")
+
+
+def _schedule_record(requested: TrainConfig, used: TrainConfig, lrs: list[float]) -> dict:
+    """What the manifest records about the schedule actually applied."""
+    if len(lrs) < MIN_OPTIMIZER_STEPS or min(lrs, default=0.0) <= 0.0:  # fit_schedule makes this impossible
+        raise RuntimeError(f"finetune applied lrs {lrs[:4]}... over {len(lrs)} steps; refusing to publish")
+    return {"optimizer_steps": len(lrs), "min_optimizer_steps": MIN_OPTIMIZER_STEPS,
+            "batch_size": used.batch_size, "effective_batch_size": used.effective_batch_size,
+            "requested_effective_batch_size": requested.effective_batch_size,
+            "warmup_steps": warmup_steps(len(lrs), used.warmup_ratio), "rule": "floor_warmup_linear",
+            "lr_first": lrs[0], "lr_max": max(lrs), "lr_last": lrs[-1]}
+
+
 def _train_and_write(cfg: FinetuneConfig, enc, ref, build: artifacts.Build) -> None:
     from tselect.models import load_model
-    from tselect.training import expected_steps, train
+    from tselect.training import train
 
     model, tok = load_model(ref, dtype=LOAD_DTYPE[cfg.train.method])
+    used = fit_schedule(cfg.train, len(enc.rows))
     resume = build.path / "checkpoints"  # inside the .part: an interrupted run continues from here
-    result = train(model, enc.rows, cfg.train, tok.pad_token_id,
-                   on_step=_reporter(expected_steps(len(enc.rows), cfg.train)), checkpoints=resume)
+    result = train(model, enc.rows, used, tok.pad_token_id, on_step=_reporter(expected_steps(len(enc.rows), used)),
+                   checkpoints=resume, schedule=floor_warmup_linear)
+    schedule = _schedule_record(cfg.train, used, result.lrs)
     shutil.rmtree(resume, ignore_errors=True)  # not part of the artifact
     out = build.path / OUTPUT_DIR[cfg.train.method]
     SAVERS[cfg.train.method](result.model, out)
@@ -115,7 +154,7 @@ def _train_and_write(cfg: FinetuneConfig, enc, ref, build: artifacts.Build) -> N
     store.write_json(build.path / "train_curve.json", {"step": steps, "loss": result.losses, "lr": result.lrs})
     build.record(n_train=len(enc.rows), n_skipped=len(enc.skipped), skipped=enc.skipped[:20],
                  method=cfg.train.method, output=OUTPUT_DIR[cfg.train.method],
-                 final_loss=result.losses[-1] if result.losses else None, cost=result.cost)
+                 final_loss=result.losses[-1] if result.losses else None, cost=result.cost, schedule=schedule)
 
 
 # peft keeps these as Python sets and writes them in hash order, which differs between processes.
@@ -149,6 +188,7 @@ def run(cfg: FinetuneConfig, root: Path) -> str:
         enc = None  # nothing to train: produce returns the finished artifact's id
     else:
         enc = _encode_checked(cfg, examples, ref)
+        fit_schedule(cfg.train, len(enc.rows))  # refused before any artifact directory exists
 
     def write(build: artifacts.Build) -> None:
         build.record(model=cfg.model if cfg.model is None else _where(cfg.model), model_path=str(ref.path),

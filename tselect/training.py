@@ -69,13 +69,55 @@ class TrainConfig:
                             f"batch_size={self.batch_size}")
         if not 0.0 <= self.warmup_ratio < 1.0:
             raise UserError(f"warmup_ratio={self.warmup_ratio} must be in [0, 1)")
-        if self.epochs < 1 or self.lr <= 0 or self.max_length < 2:
+        if self.epochs < 1 or not 0 < self.lr < math.inf or self.max_length < 2:
             raise UserError(f"epochs={self.epochs}, lr={self.lr}, max_length={self.max_length}: "
-                            "need epochs >= 1, lr > 0, max_length >= 2")
+                            "need epochs >= 1, a finite lr > 0, max_length >= 2")
+        _check_ranges(self)
 
     @property
     def grad_accum(self) -> int:
         return self.effective_batch_size // self.batch_size
+
+
+MAX_SEED = 2**32 - 1  # numpy's legacy seeding (called by transformers' set_seed) takes 32 bits
+
+
+def _check_ranges(cfg: TrainConfig) -> None:
+    """Every number finite and within what torch/numpy accept: one line instead of a crash mid-run."""
+    checks = [("seed", cfg.seed, 0 <= cfg.seed <= MAX_SEED, f"an integer in 0..{MAX_SEED}"),
+              ("lora_dropout", cfg.lora_dropout, 0.0 <= cfg.lora_dropout < 1.0, "in [0, 1)"),
+              ("weight_decay", cfg.weight_decay, 0.0 <= cfg.weight_decay < math.inf, "finite and >= 0"),
+              ("max_grad_norm", cfg.max_grad_norm, 0.0 <= cfg.max_grad_norm < math.inf, "finite and >= 0"),
+              ("lora_r", cfg.lora_r, 1 <= cfg.lora_r <= 1 << 16, "in 1..65536"),
+              ("lora_alpha", cfg.lora_alpha, 0 < cfg.lora_alpha < 1 << 31, "a positive integer"),
+              ("epochs", cfg.epochs, cfg.epochs <= 1 << 20, "at most 1048576"),
+              ("effective_batch_size", cfg.effective_batch_size, cfg.effective_batch_size <= 1 << 31, "below 2^31"),
+              ("max_length", cfg.max_length, cfg.max_length <= 1 << 31, "below 2^31")]
+    for name, value, ok, rule in checks:
+        if not ok:
+            raise UserError(f"{name}={value} is out of range; it must be {rule}")
+
+
+def floor_warmup_linear(total_steps: int, warmup_ratio: float) -> Callable[[int], float]:
+    """LR multiplier of optimizer step s (0-based) for a run of `total_steps` steps.
+
+    warmup = floor(ratio x steps) steps climb (s + 1) / (warmup + 1), so the first step already
+    trains; the rest decay linearly to 1 / (steps - warmup) at the last step, never to 0. With
+    HF's "linear" (ceil warmup starting at 0) a one-step run trains at lr 0.
+    """
+    warmup = warmup_steps(total_steps, warmup_ratio)
+
+    def multiplier(s: int) -> float:
+        if s < warmup:
+            return (s + 1) / (warmup + 1)
+        return max(0.0, (total_steps - s) / max(1, total_steps - warmup))
+
+    return multiplier
+
+
+def warmup_steps(total_steps: int, warmup_ratio: float) -> int:
+    """Warmup steps of floor_warmup_linear: floor(ratio x steps), never all of them."""
+    return min(int(math.floor(warmup_ratio * total_steps)), max(0, total_steps - 1))
 
 
 @dataclass
@@ -164,6 +206,9 @@ def _epoch_sampler(n: int, seed: int):
     return EpochPermutation()
 
 
+Schedule = Callable[[int, float], Callable[[int], float]]
+
+
 def checkpoint_every(total_steps: int) -> int:
     """Optimizer steps between resumable checkpoints: ~10 per run, none for runs under 10 steps."""
     return max(10, math.ceil(total_steps / 10))
@@ -207,13 +252,22 @@ def adam_moments(model, optimizer) -> dict[str, dict[str, Any]]:
 
 
 def _make_trainer(model, rows, cfg: TrainConfig, collator: _Collator, out_dir: str, on_step, on_epoch,
-                  save_steps: int | None = None):
+                  save_steps: int | None = None, schedule: Schedule | None = None):
     from transformers import Trainer, TrainerCallback
     from transformers.trainer_callback import PrinterCallback
 
     class SeededTrainer(Trainer):
         def _get_train_sampler(self, train_dataset=None):
             return _epoch_sampler(len(rows), cfg.seed)
+
+        def create_scheduler(self, num_training_steps: int, optimizer=None):
+            if schedule is None:  # HF's "linear" with warmup_ratio
+                return super().create_scheduler(num_training_steps, optimizer)
+            if self.lr_scheduler is None:
+                from torch.optim.lr_scheduler import LambdaLR
+
+                self.lr_scheduler = LambdaLR(optimizer or self.optimizer, schedule(num_training_steps, cfg.warmup_ratio))
+            return self.lr_scheduler
 
     class Hooks(TrainerCallback):
         def __init__(self):
@@ -240,7 +294,7 @@ def _make_trainer(model, rows, cfg: TrainConfig, collator: _Collator, out_dir: s
 def train(model, rows: Sequence, cfg: TrainConfig, pad_id: int,
           on_step: Callable[[int, int, float], None] | None = None,
           on_epoch: Callable[[int, Any, dict, float], None] | None = None,
-          checkpoints: Path | None = None) -> TrainResult:
+          checkpoints: Path | None = None, schedule: Schedule | None = None) -> TrainResult:
     """Fine-tune `model` on `rows` (EncodedRow or {"input_ids","labels"} dicts) per `cfg`.
 
     on_step(step, total_steps, loss) runs after each optimizer step (progress output);
@@ -248,6 +302,8 @@ def train(model, rows: Sequence, cfg: TrainConfig, pad_id: int,
     LESS warmup checkpoints: the moments are keyed by parameter name, mean_lr is the epoch's η̄.
     checkpoints: a directory for resumable Trainer checkpoints (weights, optimizer, scheduler,
     RNG states) every `checkpoint_every` steps; a run finding one there continues from it.
+    schedule(total_steps, warmup_ratio) -> multiplier(step) replaces HF's linear schedule
+    (finetune passes floor_warmup_linear).
     """
     import torch
 
@@ -260,7 +316,7 @@ def train(model, rows: Sequence, cfg: TrainConfig, pad_id: int,
     with tempfile.TemporaryDirectory(prefix="tselect-train-") as scratch:
         out_dir = scratch if checkpoints is None else str(checkpoints)
         save = None if checkpoints is None else checkpoint_every(expected_steps(len(data), cfg))
-        trainer = _make_trainer(model, data, cfg, collator, out_dir, on_step, on_epoch, save)
+        trainer = _make_trainer(model, data, cfg, collator, out_dir, on_step, on_epoch, save, schedule)
         trainer.train(resume_from_checkpoint=_last_checkpoint(checkpoints))
     wall = time.perf_counter() - start
     logs = [h for h in trainer.state.log_history if "loss" in h]

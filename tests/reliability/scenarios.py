@@ -103,7 +103,7 @@ def verify_line(store: Path, aid: str) -> str:
     from tselect.errors import UserError
 
     try:
-        problems = A.verify(A.resolve(store, aid))
+        problems = A.verify(A.find_unchecked(store, aid))
     except UserError as e:
         return str(e)
     return "ok" if not problems else "; ".join(problems)

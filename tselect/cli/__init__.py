@@ -5,13 +5,31 @@ from __future__ import annotations
 import errno
 import sys
 
-from tselect.cli import (  # noqa: F401  (importing registers the commands)
-    artifacts_cmds, distance_cmd, report_cmds, score_cmd, stages, train_cmds)
-from tselect.cli.app import app
-from tselect.errors import UserError
+INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C
+
+
+def _interrupted() -> None:
+    print("interrupted: finished work is kept; rerun the same command to resume", file=sys.stderr)
+    sys.exit(INTERRUPTED)
+
+
+try:  # Ctrl-C while the CLI starts up is an interrupt like any other, not a traceback
+    from tselect.cli import (  # noqa: F401  (importing registers the commands)
+        artifacts_cmds, distance_cmd, report_cmds, score_cmd, stages, train_cmds)
+    from tselect.cli.app import app
+    from tselect.errors import UserError
+except KeyboardInterrupt:
+    _interrupted()
 
 
 def main() -> None:
+    try:
+        _main()
+    except KeyboardInterrupt:  # anywhere outside the command itself (parsing, error printing)
+        _interrupted()
+
+
+def _main() -> None:
     try:  # typer ≥0.22 vendors click; older typer uses click itself
         from typer._click import exceptions
     except ImportError:
@@ -19,7 +37,7 @@ def main() -> None:
     from typer import Abort, Exit
 
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)
     except Exit as e:  # --help, --version and friends
         sys.exit(e.exit_code)
     except exceptions.NoArgsIsHelpError as e:
@@ -39,5 +57,10 @@ def main() -> None:
               "disk, then rerun (finished chunks are kept)", file=sys.stderr)
         sys.exit(2)
     except (KeyboardInterrupt, Abort):
-        print("interrupted: finished work is kept; rerun the same command to resume", file=sys.stderr)
-        sys.exit(130)
+        _interrupted()
+    # Typer turns Ctrl-C inside a command into `Exit(130)` and, without standalone mode, hands the
+    # code back as the return value; commands themselves return None.
+    if code == INTERRUPTED:
+        _interrupted()
+    if isinstance(code, int) and not isinstance(code, bool) and code:
+        sys.exit(code)

@@ -31,17 +31,23 @@ def ls_(stage: Annotated[str | None, typer.Option(help="Only this stage")] = Non
 @app.command()
 def show(artifact: str, store: StoreOpt = None):
     """Print an artifact's manifest (JSON) on stdout."""
-    from tselect.artifacts import resolve
+    from tselect.artifacts import find_unchecked
+    from tselect.errors import UserError
 
-    typer.echo(json.dumps(resolve(root(store), artifact).manifest, indent=2, sort_keys=True))
+    art = find_unchecked(root(store), artifact)
+    if not hasattr(art, "manifest"):
+        raise UserError(f"artifact {art.name} has lost its manifest.json; remove it with `tselect rm {art.name}` "
+                        "and rerun the command that made it")
+    typer.echo(json.dumps(art.manifest, indent=2, sort_keys=True))
 
 
 @app.command()
 def path(artifact: str, store: StoreOpt = None):
     """Print an artifact's directory."""
-    from tselect.artifacts import resolve
+    from tselect.artifacts import find_unchecked
 
-    typer.echo(str(resolve(root(store), artifact).path.resolve()))
+    art = find_unchecked(root(store), artifact)
+    typer.echo(str(getattr(art, "path", art).resolve()))
 
 
 @app.command()
@@ -52,15 +58,13 @@ def verify(artifact: Annotated[str | None, typer.Argument(help="Artifact id (def
 
     r = root(store)
     if artifact:
-        ids = [A.resolve(r, artifact).id]
+        found = [A.find_unchecked(r, artifact)]
     else:  # every finished artifact, each checked on its own (one corrupt manifest must not hide the rest)
-        ids = sorted(d.name for d in r.glob("*/*") if d.is_dir() and d.suffix != ".part" and (d / A.MANIFEST).is_file())
-    corrupt = []
-    for aid in ids:
-        try:
-            problems = A.verify(A.resolve(r, aid))
-        except UserError as e:  # unreadable manifest
-            problems = [str(e)]
+        found = sorted(d.name for d in r.glob("*/*") if A.is_id(d.name) and d.is_dir())
+    corrupt, ids = [], []
+    for item in found:
+        aid, problems = _verify_one(r, item)
+        ids.append(aid)
         if problems:
             corrupt.append(aid)
         typer.echo(f"{aid}: {'ok' if not problems else 'CORRUPT: ' + '; '.join(problems)}", err=True)
@@ -71,13 +75,30 @@ def verify(artifact: Annotated[str | None, typer.Argument(help="Artifact id (def
                         "(its configuration and inputs: `tselect show ID`)")
 
 
+def _verify_one(r, item) -> tuple[str, list[str]]:
+    """(id, problems) of one artifact given as a found artifact, a directory, or a directory name."""
+    from pathlib import Path
+
+    from tselect import artifacts as A
+    from tselect.errors import UserError
+
+    try:
+        art = A.find_unchecked(r, item) if isinstance(item, str) else item
+        if isinstance(art, Path):
+            return art.name, [f"{A.MANIFEST} is missing (the artifact cannot be checked or used)"]
+        return art.id, A.verify(art)
+    except UserError as e:  # unreadable manifest, a link out of the store
+        return (item if isinstance(item, str) else getattr(item, "id", getattr(item, "name", "?"))), [str(e)]
+
+
 @app.command()
 def rm(artifact: str, store: StoreOpt = None):
     """Delete an artifact (and any unfinished .part of it)."""
     from tselect import artifacts as A
 
     r = root(store)
-    aid = A.resolve(r, artifact).id
+    found = A.find_unchecked(r, artifact)  # the id is the directory's name, never what a manifest says
+    aid = found.id if isinstance(found, A.Artifact) else found.name
     A.remove(r, aid)
     emit(aid)
 
