@@ -122,7 +122,9 @@ class RowWriter:
     def write(self, c: int, rows: np.ndarray) -> None:
         start, stop = self.bounds(c)
         assert rows.shape == (stop - start, self.dim), (rows.shape, (stop - start, self.dim))
-        self.array[start:stop] = rows.astype(self.array.dtype)
+        stored = np.asarray(rows).astype(self.array.dtype)
+        check_stored_rows(np.asarray(rows), stored, start, f"the {self.array.path} features")
+        self.array[start:stop] = stored
         # Only after the rows are on disk. The mask is one zarr chunk that other shards also
         # read-modify-write, so the update is serialized across processes and threads.
         with group_lock(self.group_path), _THREAD_LOCK:
@@ -130,6 +132,25 @@ class RowWriter:
 
     def complete(self) -> bool:
         return bool(np.all(self.done[:]))
+
+
+def check_stored_rows(rows: np.ndarray, stored: np.ndarray, start: int, where: str) -> None:
+    """Rows as they will be stored (after the cast to the store's dtype) must be finite, and a row
+    that was not all zero must not become all zero.
+
+    Validating before the cast is not enough: 1e200 is finite in float64 and inf in float16/32,
+    1e-30 survives float64 and is 0 in float16. (All-zero rows written on purpose, e.g. LESS rows
+    without a response token, stay allowed.)
+    """
+    finite = np.isfinite(stored).all(axis=1)
+    nonzero = stored.any(axis=1) | ~np.asarray(rows).any(axis=1)
+    bad = np.flatnonzero(~finite | ~nonzero)
+    if bad.size:
+        i = int(bad[0])
+        what = "non-finite" if not finite[i] else "all-zero"
+        raise UserError(f"row {start + i} of {where} is {what} once stored as {stored.dtype} ({bad.size} such rows in "
+                        f"rows {start}..{start + stored.shape[0] - 1}); rescale or fix the input vectors, or pass "
+                        "--dtype float32 if they only overflow float16")
 
 
 def features_complete(group_path: Path) -> bool:
@@ -198,14 +219,38 @@ class CheckedRows:
 
     def __getitem__(self, key):
         try:
-            return self._array[key]
+            out = self._array[key]
         except ValueError as e:
             if "checksum" not in str(e):
                 raise
-            aid = self._dir.name
-            raise UserError(f"feature store {self._dir} is corrupt (checksum mismatch in a {self._name} chunk); "
-                            f"check it with `tselect verify {aid}`, remove it with `tselect rm {aid}` "
-                            "and featurize again") from None
+            self._corrupt("checksum mismatch in")
+        # zarr reads a chunk file that is not there as fill values: after the read (so a file deleted
+        # mid-read is caught too) every chunk it covered must still exist.
+        for c in self._chunks_of(key):
+            key_path = self._array.metadata.encode_chunk_key((c,) + (0,) * (self._array.ndim - 1))
+            if not (self._dir / FEATURES / self._array.path / key_path).is_file():
+                self._corrupt(f"chunk {c} is missing from")
+        if isinstance(out, np.ndarray) and out.dtype.kind == "f" and not np.isfinite(out).all():
+            self._corrupt("non-finite values in")  # stored rows are finite unit vectors
+        return out
+
+    def _chunks_of(self, key) -> range:
+        """Row chunks a read of `key` touches (all of them for anything but an int or a row slice)."""
+        n, rows = int(self._array.shape[0]), int(self._array.chunks[0])
+        first = key[0] if isinstance(key, tuple) and key else key
+        if isinstance(first, (int, np.integer)):
+            r = int(first) % max(n, 1)
+            return range(r // rows, r // rows + 1)
+        if isinstance(first, slice):
+            start, stop, _ = first.indices(n)
+            return range(start // rows, -(-stop // rows)) if stop > start else range(0)
+        return range(-(-n // rows))
+
+    def _corrupt(self, what: str):
+        aid = self._dir.name
+        raise UserError(f"feature store {self._dir} is corrupt ({what} a {self._name} chunk); "
+                        f"check it with `tselect verify {aid}`, remove it with `tselect rm {aid}` "
+                        "and featurize again") from None
 
 
 def open_features(artifact_dir: Path) -> Features:

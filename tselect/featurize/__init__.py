@@ -91,8 +91,9 @@ def run(cfg: FeaturizeConfig, root: Path, shard: tuple[int, int] = (0, 1)) -> st
         raise UserError(f"--rep {cfg.rep} takes no --param options (got {cfg.params[0][0]}); drop them")
     pool, query = load_dataset(cfg.pool, cfg.fmt), load_dataset(cfg.query, cfg.fmt)
     inputs = {"pool": pool.content_hash, "query": query.content_hash, **rep.identity(cfg)}
-    if not artifacts.exists(root, artifacts.compute_id("featurize", _hashed_config(cfg), inputs)):
-        _check_space(root, cfg, rep, len(pool) + len(query))  # a finished artifact needs no space
+    target = artifacts.compute_id("featurize", _hashed_config(cfg), inputs)
+    if not artifacts.exists(root, target):
+        _check_space(root, cfg, rep, len(pool) + len(query), target)  # a finished artifact needs no space
 
     def write(build: artifacts.Build) -> None:
         group = build.path / store.FEATURES
@@ -120,14 +121,16 @@ def run(cfg: FeaturizeConfig, root: Path, shard: tuple[int, int] = (0, 1)) -> st
     return aid
 
 
-def _check_space(root: Path, cfg: FeaturizeConfig, rep: Representation, n_rows: int) -> None:
+def _check_space(root: Path, cfg: FeaturizeConfig, rep: Representation, n_rows: int, aid: str) -> None:
     """Fail before hours of work when the store's disk cannot hold the features."""
     import shutil
 
     dim, ckpts = rep.shape(cfg)
-    need = int(n_rows * dim * (2 if cfg.dtype == "float16" else 4) * ckpts * 1.05) + (8 << 20)
+    need = int(n_rows * dim * (2 if cfg.dtype == "float16" else 4) * ckpts * 1.05)
     if cfg.rep == "less":
         need += 64 << 20  # warmup checkpoints: adapters and Adam moments
+    written = _bytes_written(root, aid)  # a rerun after a full disk needs only what is not written yet
+    need = max(0, need - written) + (1 << 20 if written else 8 << 20)  # + metadata slack
     probe = Path(root).resolve()
     while not probe.exists():
         probe = probe.parent
@@ -135,6 +138,14 @@ def _check_space(root: Path, cfg: FeaturizeConfig, rep: Representation, n_rows: 
     if free < need:
         raise UserError(f"store {root} has {free / 1e6:.1f} MB free but these features need about {need / 1e6:.1f} MB "
                         f"({n_rows} rows x {dim} dims x {ckpts} checkpoints); free space or pass --store on a larger disk")
+
+
+def _bytes_written(root: Path, aid: str) -> int:
+    """Bytes an interrupted run of this exact artifact already wrote into its .part (kept on resume)."""
+    part = artifacts.final_dir(root, aid).with_suffix(".part")
+    if not part.is_dir() or part.is_symlink():
+        return 0
+    return sum(p.stat().st_size for p in part.rglob("*") if p.is_file() and not p.is_symlink())
 
 
 def _complete(part: Path) -> bool:

@@ -11,6 +11,7 @@ from tselect.data.types import Dataset
 from tselect.errors import UserError
 from tselect.featurize.common import write_unit_rows
 from tselect.featurize.config import FeaturizeConfig
+from tselect.select.similarity import l2_normalize
 
 
 def _load(path: str, flag: str, n_rows: int) -> np.ndarray:
@@ -21,13 +22,47 @@ def _load(path: str, flag: str, n_rows: int) -> np.ndarray:
         arr = np.load(p, mmap_mode="r", allow_pickle=False)
     except (ValueError, OSError) as e:
         raise UserError(f"{flag} {path} is not a readable .npy array ({e}); save it with numpy.save") from None
-    if arr.ndim != 2:
-        raise UserError(f"{flag} {path} has shape {arr.shape}; it must be 2-D [examples, dim]")
+    if arr.ndim != 2 or arr.shape[1] < 1:
+        raise UserError(f"{flag} {path} has shape {arr.shape}; it must be 2-D [examples, dim] with dim >= 1")
     if arr.shape[0] != n_rows:
         raise UserError(f"{flag} {path} has {arr.shape[0]} rows but the data has {n_rows} examples; row i must be example i")
-    if not np.issubdtype(arr.dtype, np.number) or not np.all(np.isfinite(arr)):
-        raise UserError(f"{flag} {path} contains non-finite or non-numeric values; replace NaN/inf rows")
+    if arr.dtype.kind not in "iuf":  # complex, bool, strings, structured records: not a real vector
+        raise UserError(f"{flag} {path} has dtype {arr.dtype}; save real-valued (float or int) vectors")
+    for start in range(0, arr.shape[0], BLOCK_ROWS):
+        _check_rows(np.asarray(arr[start:start + BLOCK_ROWS], dtype=np.float64), start, flag, path)
     return arr
+
+
+BLOCK_ROWS = 65536  # validated and converted block by block: a memory-mapped file is never read whole
+
+
+def _check_rows(block: np.ndarray, start: int, flag: str, path: str) -> None:
+    finite = np.isfinite(block).all(axis=1)
+    zero = ~block.any(axis=1)
+    bad = np.flatnonzero(~finite | zero)
+    if bad.size:
+        i = int(bad[0])
+        what = "non-finite (NaN or inf)" if not finite[i] else "all zero (it has no direction)"
+        raise UserError(f"{flag} {path}: row {start + i} is {what} ({bad.size} such rows among rows "
+                        f"{start}..{start + block.shape[0] - 1}); replace or drop those examples")
+
+
+def unit_rows(block) -> np.ndarray:
+    """[b, d] finite, non-zero rows → float32 unit rows without overflow or underflow.
+
+    Rows whose float32 norm overflows or vanishes (1e30, 1e-30 entries) are first divided by their
+    largest |value| in float64, so they keep their direction instead of becoming inf/NaN or zero
+    rows; every other row is normalized exactly as before (same bytes, same artifact).
+    """
+    x32 = np.asarray(block, dtype=np.float32)
+    norms = np.linalg.norm(x32, axis=1)
+    out = l2_normalize(x32)
+    redo = ~(np.isfinite(norms) & (norms > 1e-12))
+    if redo.any():
+        x = np.asarray(block, dtype=np.float64)[redo]
+        x = x / np.abs(x).max(axis=1, keepdims=True)
+        out[redo] = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+    return out
 
 
 def identity(cfg: FeaturizeConfig) -> dict[str, str]:
@@ -50,5 +85,5 @@ def run(cfg: FeaturizeConfig, pool: Dataset, query: Dataset, group: Path) -> dic
         raise UserError(f"--pool-vectors width {p.shape[1]} != --query-vectors width {q.shape[1]}; both must use the same dim")
     for name, arr in (("query", q), ("pool", p)):
         write_unit_rows(group / "0", name, arr.shape[0], arr.shape[1], cfg.dtype,
-                        lambda s, e, advance, a=arr: np.asarray(a[s:e], dtype=np.float32), f"vectors {name}")
+                        lambda s, e, advance, a=arr: unit_rows(a[s:e]), f"vectors {name}")
     return {"dim": int(p.shape[1]), "checkpoints": ["0"], "weights": [1.0]}
