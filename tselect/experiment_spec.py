@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from tselect.errors import UserError
+from tselect.validate import INT_LIMIT
 
 LM_REPS = ("rds", "less")  # representations that run the base LM: they default to [experiment] model
 MIN_RANDOM_SEEDS = 3
@@ -176,9 +177,12 @@ class Identity:
 
 
 def _make(cls, **kwargs):
+    from tselect.validate import check_config_values
+
+    check_config_values(cls, kwargs, f"experiment: {cls.__name__} option")
     try:
         return cls(**kwargs)
-    except (TypeError, ValueError) as e:
+    except (TypeError, ValueError, OverflowError) as e:
         raise UserError(f"experiment: bad {cls.__name__} options: {e}") from None
 
 
@@ -198,13 +202,59 @@ def _lookup(table: dict, key: str, where: str):
 # --- loading -------------------------------------------------------------------------------------
 
 def load_spec(path: str | os.PathLike) -> Spec:
+    """The experiment in a TOML file, every section type-checked and every stage config built once,
+    so a malformed value is one line now instead of a crash hours into the run."""
     path = Path(path)
     try:
         raw = tomllib.loads(path.read_text())
     except FileNotFoundError:
         raise UserError(f"experiment file {path} does not exist; see examples/experiments/*.toml") from None
-    except tomllib.TOMLDecodeError as e:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError, ValueError) as e:  # ValueError: a 5,000-digit integer
         raise UserError(f"experiment file {path} is not valid TOML: {e}") from None
+    except OSError as e:
+        raise UserError(f"experiment file {path} cannot be read ({e.strerror}); pass a TOML file") from None
+    try:
+        spec = _spec(raw, path)
+        _validate(spec)
+    except (TypeError, ValueError, AttributeError, OverflowError, KeyError, IndexError) as e:
+        raise UserError(f"experiment file {path} is malformed ({type(e).__name__}: {e}); "
+                        "compare it with examples/experiments/smoke.toml") from None
+    return spec
+
+
+def _validate(spec: Spec) -> None:
+    """Build every stage config the grid will use (featurize per rep and target, train per seed,
+    evaluate per target, selector parameters): their checks run now."""
+    from tselect.select import parse_params
+    from tselect.select.registry import SELECTORS
+
+    for rep in spec.representations:
+        for target in spec.targets:
+            spec.featurize_config(rep, target)
+    for seed in dict.fromkeys(spec.seeds + spec.full_seeds):
+        spec.train_config(seed)
+    for target in spec.targets:
+        spec.evaluate_config(target, None)
+    for name, params in spec.selector_params.items():
+        if name in SELECTORS:
+            parse_params(name, tuple(sorted(params.items())))
+    for key, value in spec.estimate.items():
+        if not isinstance(value, (int, float, dict)) or isinstance(value, bool):
+            raise UserError(f"experiment: [estimate] {key} must be a number, got {value!r}")
+    if not 1 <= spec.full_max_pool <= INT_LIMIT:
+        raise UserError(f"experiment: full_max_pool must be a positive integer, got {spec.full_max_pool}")
+
+
+def _table(raw: dict, key: str, where: str) -> dict:
+    value = raw.get(key, {})
+    if not isinstance(value, dict):
+        raise UserError(f"experiment: {where} must be a table ([{key}] with key = value lines), got {value!r}"[:300])
+    return value
+
+
+def _spec(raw: dict, path: Path) -> Spec:
+    for section in SECTIONS:
+        _table(raw, section, f"[{section}]")
     _check_keys(raw, SECTIONS, "the top level")
     base = path.resolve().parent
     exp = raw.get("experiment", {})
@@ -214,7 +264,10 @@ def load_spec(path: str | os.PathLike) -> Spec:
     seeds = _ints(exp.get("seeds", [0, 1, 2]), "seeds", minimum=0)
     featurize, rep_options = _featurize(raw.get("featurize", {}), base)
     evaluate = dict(raw.get("evaluate", {}))
-    eval_data = {k: _path(v, base) for k, v in evaluate.pop("eval_data", {}).items()}
+    eval_data = {k: _path(v, base) for k, v in _table(evaluate, "eval_data", "[evaluate] eval_data").items()}
+    evaluate.pop("eval_data", None)
+    for name, params in raw.get("select", {}).items():
+        _table(raw["select"], name, f"[select.{name}]")
     return Spec(
         name=str(exp.get("name", path.stem)), pool=_path(_need(exp, "pool"), base), targets=targets,
         representations=reps, selectors=tuple(s for s in _names(exp.get("selectors"), "selectors") if s != "random"),

@@ -64,7 +64,7 @@ class TrainConfig:
     def __post_init__(self):
         if self.method not in METHODS:
             raise UserError(f"method={self.method!r} is unknown; use one of {sorted(METHODS)}")
-        if self.batch_size < 1 or self.effective_batch_size % self.batch_size:
+        if self.batch_size < 1 or self.effective_batch_size < self.batch_size or self.effective_batch_size % self.batch_size:
             raise UserError(f"effective_batch_size={self.effective_batch_size} must be a positive multiple of "
                             f"batch_size={self.batch_size}")
         if not 0.0 <= self.warmup_ratio < 1.0:

@@ -36,10 +36,13 @@ def emit(artifact_id: str) -> None:
 
 
 def make(cls: type, **kwargs: Any):
-    """Build a stage config; its validation errors become one-line user errors."""
+    """Build a stage config; its validation errors (and inf/NaN/64-bit overflows) become one-line user errors."""
+    from tselect.validate import check_config_values
+
+    check_config_values(cls, kwargs, "command line")
     try:
         return cls(**kwargs)
-    except ValueError as e:
+    except (ValueError, OverflowError) as e:
         raise UserError(str(e)) from None
 
 

@@ -67,6 +67,8 @@ def _read_jsonl(path: Path, fmt: str | None) -> list[Example]:
             raise UserError(f"{path}:{lineno}: bad JSON ({e.msg} at column {e.colno}); {FIX}") from None
         except RecursionError:
             raise UserError(f"{path}:{lineno}: JSON nested too deeply to read; {FIX}") from None
+        except ValueError as e:  # e.g. an integer of more than 4,300 digits
+            raise UserError(f"{path}:{lineno}: unreadable JSON value ({str(e)[:90]}); {FIX}") from None
         out.append(_row_to_example(row, fmt, path, lineno))
     return out
 
@@ -79,13 +81,23 @@ def _read_hf_dir(path: Path) -> list[dict[str, Any]]:
         raise UserError(f"{path} is a directory without .arrow files; pass a JSONL file or a `Dataset.save_to_disk` directory")
     rows: list[dict[str, Any]] = []
     for f in files:
-        with pa.memory_map(str(f)) as src:
-            try:
-                table = pa.ipc.open_stream(src).read_all()
-            except pa.ArrowInvalid:
-                table = pa.ipc.open_file(src).read_all()
-        rows.extend(table.to_pylist())
+        try:
+            rows.extend(_read_arrow(f))
+        except (pa.ArrowException, OSError, ValueError, TypeError) as e:
+            raise UserError(f"{f} is not a readable Arrow file ({type(e).__name__}: {str(e)[:120]}); "
+                            "rewrite the directory with `Dataset.save_to_disk` or pass a JSONL file") from None
     return rows
+
+
+def _read_arrow(f: Path) -> list[dict[str, Any]]:
+    import pyarrow as pa
+
+    with pa.memory_map(str(f)) as src:
+        try:
+            table = pa.ipc.open_stream(src).read_all()
+        except pa.ArrowInvalid:
+            table = pa.ipc.open_file(src).read_all()
+    return table.to_pylist()
 
 
 def detect_format(row: dict[str, Any]) -> str | None:

@@ -73,10 +73,12 @@ def less_config(cfg) -> LessConfig:
     for key, raw in getattr(cfg, "params", ()) or ():
         if key not in fields:
             raise UserError(f"--param {key} is not a less option; use one of {', '.join(fields)}")
-        try:
-            values[key] = int(raw) if fields[key] == "int" else raw
-        except ValueError:
-            raise UserError(f"--param {key}={raw} must be an integer") from None
+        if fields[key] == "int":
+            from tselect.validate import parse_number
+
+            values[key] = parse_number(key, raw, int, f"--param {key}")  # 1e999, inf: one line
+        else:
+            values[key] = raw
     return LessConfig(**values)
 
 

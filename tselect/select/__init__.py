@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,27 +44,31 @@ def parse_params(selector: str, pairs: tuple[tuple[str, str], ...]):
         if name not in fields:
             valid = ", ".join(fields) or "none"
             raise UserError(f"selector '{selector}' has no parameter '{name}'; valid parameters: {valid}")
-        values[name] = _convert(raw, hints[name], name)
+        default = fields[name].default
+        inf_ok = isinstance(default, float) and math.isinf(default)  # e.g. uot reg_m1=inf: a balanced marginal
+        values[name] = _convert(raw, hints[name], name, inf_ok)
     try:
         return cls(**values)
-    except (ValueError, TypeError) as e:
+    except (ValueError, TypeError, OverflowError) as e:
         raise UserError(f"bad parameter for selector '{selector}': {e}") from None
 
 
-def _convert(raw: str, hint, name: str):
+def _convert(raw: str, hint, name: str, inf_ok: bool = False):
     base = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
     kind = base[0]
     if raw.lower() in ("none", "null") and type(None) in typing.get_args(hint):
         return None
-    try:
-        if kind is bool:
-            return raw.lower() in ("1", "true", "yes", "on")
-        if kind in (int, float, str):
-            return kind(float(raw)) if kind is int and "e" in raw.lower() else kind(raw)
-        if typing.get_origin(kind) is tuple:
-            return tuple(float(x) for x in raw.split(","))
-    except ValueError:
-        raise UserError(f"parameter '{name}' expects {getattr(kind, '__name__', kind)}, got '{raw}'") from None
+    from tselect.validate import parse_number
+
+    where = f"--param {name}"
+    if kind is bool:
+        return raw.lower() in ("1", "true", "yes", "on")
+    if kind in (int, float):  # inf, NaN, 1e999 and 5,000-digit integers are one line, not a crash
+        return parse_number(name, raw, kind, where, inf_ok)
+    if kind is str:
+        return raw
+    if typing.get_origin(kind) is tuple:
+        return tuple(parse_number(name, x, float, where) for x in raw.split(","))
     return raw
 
 
