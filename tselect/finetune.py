@@ -103,10 +103,10 @@ def _encode_checked(cfg: FinetuneConfig, examples, ref):
 def fit_schedule(train: TrainConfig, n_rows: int) -> TrainConfig:
     """The optimization settings actually used for `n_rows` rows: at least MIN_OPTIMIZER_STEPS steps.
 
-    When the requested effective batch leaves fewer steps (e.g. 16 rows, batch 16, 1 epoch: one
-    step), gradient accumulation is lowered first, then the micro-batch, until the run has
-    MIN_OPTIMIZER_STEPS steps; fewer than that many rows x epochs is refused. The schedule
-    (floor_warmup_linear) gives every one of those steps a non-zero lr.
+    When the requested schedule leaves fewer steps (e.g. 16 rows, effective batch 16, one epoch:
+    a single step), gradient accumulation is lowered first, then the micro-batch; if even one row
+    per step is too few (rows x epochs < MIN_OPTIMIZER_STEPS), epochs are raised to
+    ceil(MIN_OPTIMIZER_STEPS / rows). The schedule (floor_warmup_linear) gives every step lr > 0.
     """
     if expected_steps(n_rows, train) >= MIN_OPTIMIZER_STEPS:
         return train
@@ -116,10 +116,8 @@ def fit_schedule(train: TrainConfig, n_rows: int) -> TrainConfig:
         fitted = dataclasses.replace(train, batch_size=bs, effective_batch_size=bs * accum)
         if expected_steps(n_rows, fitted) >= MIN_OPTIMIZER_STEPS:
             return fitted
-    need = math.ceil(MIN_OPTIMIZER_STEPS / max(1, n_rows))
-    raise UserError(f"{n_rows} training rows x {train.epochs} epochs give at most {n_rows * train.epochs} optimizer "
-                    f"steps, fewer than the {MIN_OPTIMIZER_STEPS} a run needs to train; raise --epochs to {need} "
-                    "or the --budget")
+    epochs = max(train.epochs, math.ceil(MIN_OPTIMIZER_STEPS / max(1, n_rows)))
+    return dataclasses.replace(train, batch_size=1, effective_batch_size=1, epochs=epochs)
 
 
 def _schedule_record(requested: TrainConfig, used: TrainConfig, lrs: list[float]) -> dict:
@@ -127,8 +125,9 @@ def _schedule_record(requested: TrainConfig, used: TrainConfig, lrs: list[float]
     if len(lrs) < MIN_OPTIMIZER_STEPS or min(lrs, default=0.0) <= 0.0:  # fit_schedule makes this impossible
         raise RuntimeError(f"finetune applied lrs {lrs[:4]}... over {len(lrs)} steps; refusing to publish")
     return {"optimizer_steps": len(lrs), "min_optimizer_steps": MIN_OPTIMIZER_STEPS,
-            "batch_size": used.batch_size, "effective_batch_size": used.effective_batch_size,
-            "requested_effective_batch_size": requested.effective_batch_size,
+            "batch_size": used.batch_size, "effective_batch_size": used.effective_batch_size, "epochs": used.epochs,
+            "requested": {"batch_size": requested.batch_size, "effective_batch_size": requested.effective_batch_size,
+                          "epochs": requested.epochs},
             "warmup_steps": warmup_steps(len(lrs), used.warmup_ratio), "rule": "floor_warmup_linear",
             "lr_first": lrs[0], "lr_max": max(lrs), "lr_last": lrs[-1]}
 
@@ -188,7 +187,6 @@ def run(cfg: FinetuneConfig, root: Path) -> str:
         enc = None  # nothing to train: produce returns the finished artifact's id
     else:
         enc = _encode_checked(cfg, examples, ref)
-        fit_schedule(cfg.train, len(enc.rows))  # refused before any artifact directory exists
 
     def write(build: artifacts.Build) -> None:
         build.record(model=cfg.model if cfg.model is None else _where(cfg.model), model_path=str(ref.path),

@@ -122,7 +122,8 @@ class RowWriter:
     def write(self, c: int, rows: np.ndarray) -> None:
         start, stop = self.bounds(c)
         assert rows.shape == (stop - start, self.dim), (rows.shape, (stop - start, self.dim))
-        stored = np.asarray(rows).astype(self.array.dtype)
+        with np.errstate(over="ignore", invalid="ignore"):  # overflow is checked right below
+            stored = np.asarray(rows).astype(self.array.dtype)
         check_stored_rows(np.asarray(rows), stored, start, f"the {self.array.path} features")
         self.array[start:stop] = stored
         # Only after the rows are on disk. The mask is one zarr chunk that other shards also
