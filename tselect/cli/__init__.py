@@ -9,8 +9,16 @@ INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C
 
 
 def _interrupted() -> None:
-    print("interrupted: finished work is kept; rerun the same command to resume", file=sys.stderr)
-    sys.exit(INTERRUPTED)
+    """One line and exit 130, skipping interpreter shutdown: a KeyboardInterrupt re-raised there
+    (zarr's I/O thread, half-run imports) would otherwise end the process by SIGINT instead."""
+    import os
+
+    try:
+        print("interrupted: finished work is kept; rerun the same command to resume", file=sys.stderr)
+        sys.stdout.flush()
+        sys.stderr.flush()
+    finally:
+        os._exit(INTERRUPTED)
 
 
 try:  # Ctrl-C while the CLI starts up is an interrupt like any other, not a traceback
@@ -23,10 +31,16 @@ except KeyboardInterrupt:
 
 
 def main() -> None:
+    import signal
+
     try:
         _main()
     except KeyboardInterrupt:  # anywhere outside the command itself (parsing, error printing)
         _interrupted()
+    finally:
+        # The command is over (its output and exit status are settled): a Ctrl-C now would only
+        # turn a finished run into a death by SIGINT during interpreter shutdown.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _main() -> None:
