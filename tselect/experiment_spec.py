@@ -216,6 +216,8 @@ def load_spec(path: str | os.PathLike) -> Spec:
     try:
         spec = _spec(raw, path)
         _validate(spec)
+    except UserError as e:  # name the file: a grid may read several
+        raise UserError(f"experiment file {path}: {str(e).removeprefix('experiment: ')}") from None
     except (TypeError, ValueError, AttributeError, OverflowError, KeyError, IndexError) as e:
         raise UserError(f"experiment file {path} is malformed ({type(e).__name__}: {e}); "
                         "compare it with examples/experiments/smoke.toml") from None

@@ -34,11 +34,12 @@ def parse_number(name: str, raw: str, kind: type, where: str, allow_inf: bool = 
     """`raw` ('12', '1e3', '0.5') as an int or float, checked by check_number."""
     text = str(raw).strip()
     if len(text) > 400:
-        raise UserError(f"{where}: {name} = {text[:20]}... is {len(text)} characters long; give a plain number")
+        raise UserError(f"{where}={text[:20]}... is {len(text)} digits long; give a plain number")
     try:
         value = float(text) if kind is float else _to_int(text)
     except (ValueError, OverflowError):
-        raise UserError(f"{where}: {name} expects {kind.__name__}, got '{text}'") from None
+        what = "an integer" if kind is int else "a number"
+        raise UserError(f"{where}={text} must be {what} (a finite one that fits 64 bits)") from None
     check_number(name, value, where, allow_inf)
     return value
 

@@ -133,7 +133,82 @@ CASES: list[tuple[str, list[str], list[str]]] = [
     ("warmup-unknown-preset", ["warmup", "--pool", "{P}", "--model", "{M}", "--preset", "gpu"], ["--preset", "cpu"]),
     ("score-unknown-strategy", ["score", "--strategy", "vibes", "--pool", "{P}", "--model", "{M}"], ["vibes", "length"]),
     ("score-miwv-without-features", ["score", "--strategy", "miwv", "--pool", "{P}", "--model", "{M}"], ["--features"]),
+    # --- issue 13: inputs that used to give a traceback or a silent wrong result ----------------
+    ("jsonl-5000-digit-integer", [*FEAT, "--pool", "{D}/bigint.jsonl"], ["bigint.jsonl:1", "digits"]),
+    ("jsonl-5000-digit-integer-query", ["featurize", *VEC, "--pool", "{P}", "--query", "{D}/bigint.jsonl"],
+     ["bigint.jsonl:1"]),
+    ("arrow-corrupt-bytes", [*FEAT, "--pool", "{D}/arrow_garbage"], ["arrow_garbage", "Arrow"]),
+    ("arrow-truncated-header", [*FEAT, "--pool", "{D}/arrow_short"], ["arrow_short", "Arrow"]),
+    ("param-int-1e999", ["select", "--features", "{F}", "--selector", "uot", "--param", "num_iter=1e999"],
+     ["num_iter"]),
+    ("param-int-inf", ["select", "--features", "{F}", "--selector", "knn_uniform", "--param", "max_k=inf"], ["max_k"]),
+    ("param-max-k-1e999", ["select", "--features", "{F}", "--selector", "knn_kde", "--param", "max_k=1e999"],
+     ["max_k"]),
+    ("param-int-5000-digits", ["select", "--features", "{F}", "--selector", "uot", "--param", "num_iter=" + "9" * 5000],
+     ["num_iter"]),
+    ("param-int-huge", ["select", "--features", "{F}", "--selector", "knn_uniform", "--param",
+                        "max_k=99999999999999999999999"], ["max_k"]),
+    ("param-float-nan", ["select", "--features", "{F}", "--selector", "uot", "--param", "eps=nan"], ["eps"]),
+    ("param-float-inf", ["select", "--features", "{F}", "--selector", "uot", "--param", "eps=inf"], ["eps"]),
+    ("param-float-1e999", ["select", "--features", "{F}", "--selector", "knn_kde", "--param", "sigma=1e999"],
+     ["sigma"]),
+    ("param-tuple-inf", ["select", "--features", "{F}", "--selector", "uot", "--param", "eps=-1e999"], ["eps"]),
+    ("less-param-1e999", ["featurize", "--rep", "less", "--pool", "{P}", "--query", "{Q}", "--model", "{M}",
+                          "--param", "dim=1e999"], ["dim"]),
+    ("finetune-lr-inf", ["finetune", "--selection", "{S}", "--budget", "4", "--lr", "inf", "--model", "{M}"], ["lr"]),
+    ("finetune-lr-nan", ["finetune", "--selection", "{S}", "--budget", "4", "--lr", "nan", "--model", "{M}"], ["lr"]),
+    ("finetune-seed-huge", ["finetune", "--selection", "{S}", "--budget", "4", "--seed", "99999999999999999999",
+                            "--model", "{M}"], ["seed"]),
+    ("finetune-dropout-inf", ["finetune", "--selection", "{S}", "--budget", "4", "--lora-dropout", "inf",
+                              "--model", "{M}"], ["dropout"]),
+    ("finetune-warmup-nan", ["finetune", "--selection", "{S}", "--budget", "4", "--warmup-ratio", "nan",
+                             "--model", "{M}"], ["warmup"]),
+    ("finetune-grad-norm-inf", ["finetune", "--selection", "{S}", "--budget", "4", "--max-grad-norm", "inf",
+                                "--model", "{M}"], ["max_grad_norm"]),
+    ("finetune-effective-batch-zero", ["finetune", "--selection", "{S}", "--budget", "4", "--effective-batch-size",
+                                       "0", "--model", "{M}"], ["effective_batch_size"]),
+    ("vectors-width-0", ["featurize", "--rep", "vectors", "--pool", "{P}", "--query", "{Q}", "--pool-vectors",
+                         "{D}/p_w0.npy", "--query-vectors", "{QV}"], ["p_w0.npy", "dim >= 1"]),
+    ("vectors-complex", ["featurize", "--rep", "vectors", "--pool", "{P}", "--query", "{Q}", "--pool-vectors",
+                         "{D}/p_complex.npy", "--query-vectors", "{QV}"], ["p_complex.npy", "complex"]),
+    ("vectors-zero-row", ["featurize", "--rep", "vectors", "--pool", "{P}", "--query", "{Q}", "--pool-vectors",
+                          "{PV}", "--query-vectors", "{D}/q_zero_row.npy"], ["q_zero_row.npy", "zero"]),
+    ("vectors-inf-in-float64", ["featurize", "--rep", "vectors", "--pool", "{P}", "--query", "{Q}", "--pool-vectors",
+                                "{PV}", "--query-vectors", "{D}/q_inf64.npy"], ["q_inf64.npy", "non-finite"]),
+    *[(f"experiment-toml-{name}", ["run", "--dry-run", f"{{D}}/exp_{name}.toml"], [f"exp_{name}.toml"])
+      for name in ("experiment-not-table", "finetune-not-table", "bins-inf", "seeds-strings", "lr-string",
+                   "eval-data-not-table", "select-not-table", "random-seeds-string", "big-int", "not-utf8",
+                   "epochs-float", "budgets-inf")],
+    ("experiment-toml-lr-inf", ["run", "--dry-run", "{D}/exp_lr-inf.toml"], ["lr"]),
+    ("experiment-toml-select-param-inf", ["run", "--dry-run", "{D}/exp_select-param-inf.toml"], ["eps"]),
 ]
+
+# Malformed experiment files: smoke.toml with one change each (the name says which).
+_SMOKE = """[experiment]
+pool = "builtin:pool-small"
+targets = ["sciq"]
+representations = ["embed"]
+selectors = ["round_robin"]
+budgets = [8]
+seeds = [0]
+[finetune]
+epochs = 1
+"""
+BAD_TOML = {
+    "experiment-not-table": "experiment = 3\n",
+    "finetune-not-table": _SMOKE.replace("[finetune]\nepochs = 1", "finetune = [1, 2]"),
+    "bins-inf": _SMOKE + "[quantile]\nbins = inf\n",
+    "seeds-strings": _SMOKE.replace("seeds = [0]", 'seeds = ["a"]'),
+    "lr-string": _SMOKE + 'lr = "fast"\n',
+    "lr-inf": _SMOKE + "lr = inf\n",
+    "eval-data-not-table": _SMOKE + "[evaluate]\neval_data = 3\n",
+    "select-not-table": _SMOKE + "[select]\nuot = 3\n",
+    "select-param-inf": _SMOKE + "[select.uot]\neps = inf\n",
+    "random-seeds-string": _SMOKE.replace("seeds = [0]", 'seeds = [0]\nrandom_seeds = "x"'),
+    "big-int": _SMOKE.replace("budgets = [8]", "budgets = [" + "9" * 5000 + "]"),
+    "epochs-float": _SMOKE.replace("epochs = 1", "epochs = 1.5"),
+    "budgets-inf": _SMOKE.replace("budgets = [8]", "budgets = [inf]"),
+}
 
 # Cases that may leave `<stage>/<id>.part` behind: none. A writer that finds bad input
 # (vectors validated, a model that fails to load) removes the .part it made (artifacts.produce).
@@ -166,6 +241,19 @@ def make_bad_files(d: Path, tiny_model_dir: Path) -> None:
     np.save(d / "flat.npy", np.ones(64, dtype=np.float32))
     (d / "bert").mkdir(exist_ok=True)
     (d / "bert" / "config.json").write_text(json.dumps({"architectures": ["BertModel"], "model_type": "bert"}))
+    (d / "bigint.jsonl").write_text('{"prompt": "a", "completion": "b", "n": ' + "9" * 5000 + "}\n")
+    for name, data in (("arrow_garbage", bytes(range(256)) * 8), ("arrow_short", b"ARROW1\x00\x00junk")):
+        (d / name).mkdir(exist_ok=True)
+        (d / name / "data-00000-of-00001.arrow").write_bytes(data)
+    np.save(d / "p_w0.npy", np.zeros((64, 0), dtype=np.float32))
+    np.save(d / "p_complex.npy", np.ones((64, 8), dtype=np.complex64))
+    q = np.ones((4, 8))
+    q[2] = 0
+    np.save(d / "q_zero_row.npy", q)
+    np.save(d / "q_inf64.npy", np.full((4, 8), 1e308) * 10)  # inf in float64 already
+    for name, text in BAD_TOML.items():
+        (d / f"exp_{name}.toml").write_bytes(text.encode() if name != "not-utf8" else b"")
+    (d / "exp_not-utf8.toml").write_bytes(b"[experiment]\nname = \"caf\xe9\"\n")
     (d / "no_weights").mkdir(exist_ok=True)
     (d / "no_weights" / "config.json").write_text(json.dumps({"architectures": ["LlamaForCausalLM"],
                                                               "model_type": "llama"}))
@@ -195,11 +283,14 @@ def _finetune_with_moved_base(st: Path, small_chain: dict, base: Path) -> str:
     from tests.tiny_model import build_tiny_model
 
     other_model = build_tiny_model(base / "other_model", seed=1)
+    from tselect.artifacts import compute_id
+
     src = H.artifact_dir(st, small_chain["finetune"])
-    new_id = "finetune-00000000deadbeef"
+    manifest = json.loads((src / "manifest.json").read_text())
+    manifest["config"]["copy_of"] = small_chain["finetune"]  # a valid id of its own (reads check ids)
+    new_id = compute_id("finetune", manifest["config"], manifest["inputs"])
     dst = src.parent / new_id
     shutil.copytree(src, dst)
-    manifest = json.loads((dst / "manifest.json").read_text())
     manifest["id"] = new_id
     manifest["record"]["model"] = str(other_model)
     (dst / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))

@@ -54,9 +54,10 @@ def unit_rows(block) -> np.ndarray:
     largest |value| in float64, so they keep their direction instead of becoming inf/NaN or zero
     rows; every other row is normalized exactly as before (same bytes, same artifact).
     """
-    x32 = np.asarray(block, dtype=np.float32)
-    norms = np.linalg.norm(x32, axis=1)
-    out = l2_normalize(x32)
+    with np.errstate(over="ignore", invalid="ignore", under="ignore"):  # such rows are redone below
+        x32 = np.asarray(block, dtype=np.float32)
+        norms = np.linalg.norm(x32, axis=1)
+        out = l2_normalize(x32)
     redo = ~(np.isfinite(norms) & (norms > 1e-12))
     if redo.any():
         x = np.asarray(block, dtype=np.float64)[redo]
