@@ -3,8 +3,9 @@
 The heavy loops behind tests/reliability: every write event of a featurize killed (before and
 after its rename), seeded timed kills of featurize (vectors, rds, less) and finetune, every bad
 input case, every corruptible file kind, fuzzing with thousands of examples, concurrent runs
-and determinism of every stage. Writes per category: cases tried, cases passed, kills,
-kills survived (rerun gave a byte-identical artifact that verifies), bytes lost (bytes of the
+and determinism of every stage, and the issue-13 classes (silent wrong results, escapes from
+the store, SIGINT, recovery; `classes`, with a per-class tally). Writes per category: cases
+tried, cases passed, kills, kills survived (rerun gave a byte-identical artifact that verifies), bytes lost (bytes of the
 uninterrupted artifact that differ or are missing after the rerun) and the known defects hit.
 Kills whose rerun could not finish at all (a stuck .part) are counted in kills_not_resumed, not
 in bytes_lost. `--quick` runs a few cases of each category without loading any model (a test
@@ -387,6 +388,10 @@ class Harness:
             ok = H.fingerprint(st, aid) == H.fingerprint(chain["ref"], aid)
             _tally(cat, f"{name} twice", ok)
 
+    # --- issue-13 classes --------------------------------------------------------------------
+    def classes(self, cat: dict) -> None:
+        run_classes(self.work, self.quick, cat)
+
     # --- disk ------------------------------------------------------------------------------
     def disk(self, cat: dict) -> None:
         import subprocess
@@ -408,6 +413,44 @@ class Harness:
             subprocess.run(["umount", "-l", str(fs)], capture_output=True)
 
 
+# Issue-13 classes: each is a test module of tests/reliability, run here through pytest and
+# tallied per class (one case per test). --quick runs the cheap ones (no model, no slow marker).
+CLASSES = {
+    "silent_wrong_results": "test_silent_results.py",  # finetune schedule, missing chunks, dtype casts, edited manifests
+    "store_escapes": "test_store_escapes.py",  # forged ids, refs, planted links, file names
+    "sigint": "test_sigint.py",  # a real SIGINT to featurize, select, ls, verify, finetune, evaluate, run
+    "recovery": "test_recovery.py",  # disk-full rerun, lost manifests, rm vs readers, vanished inputs
+}
+QUICK_CLASSES = "not slow and (exact or missing or underflow or non_finite or forged or planted or manifest " \
+                "or counts or refuses or featurize_select)"
+
+
+def run_classes(work: Path, quick: bool, cat: dict) -> None:
+    import subprocess
+    import xml.etree.ElementTree as ET
+
+    xml = work / "classes.xml"
+    files = [str(REPO / "tests" / "reliability" / f) for f in CLASSES.values()]
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={xml}", "--basetemp",
+           str(work / "classes-tmp"), *files, "-m", "not slow" if quick else "slow or not slow"]
+    if quick:
+        cmd += ["-k", QUICK_CLASSES.removeprefix("not slow and ")]
+    subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=H.env(), timeout=3600)
+    by_file = {v: k for k, v in CLASSES.items()}
+    cat["by_class"] = {k: {"cases_tried": 0, "cases_passed": 0} for k in CLASSES}
+    for case in ET.parse(xml).getroot().iter("testcase"):
+        if case.find("skipped") is not None:
+            continue
+        klass = by_file.get(case.get("classname", "").rsplit(".", 1)[-1] + ".py", "other")
+        failed = case.find("failure") is not None or case.find("error") is not None
+        entry = cat["by_class"].setdefault(klass, {"cases_tried": 0, "cases_passed": 0})
+        entry["cases_tried"] += 1
+        entry["cases_passed"] += int(not failed)
+        _tally(cat, f"{klass}: {case.get('name')}", not failed, None,
+               None if not failed else (case.find("failure") if case.find("failure") is not None
+                                        else case.find("error")).get("message", "")[-1500:])
+
+
 UNVERIFIED = {"featurize": "zarr feature chunks are read without checksum verification (select/score/distance)"}
 
 
@@ -421,7 +464,7 @@ def _brief(o: dict) -> dict:
                                   "lost_chunks", "verify", "known_defects") if o.get(k) not in (None, [], {})}
 
 
-CATEGORIES = ("interrupt", "corruption", "bad_input", "fuzz", "concurrency", "determinism", "disk")
+CATEGORIES = ("interrupt", "corruption", "bad_input", "fuzz", "concurrency", "determinism", "disk", "classes")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,7 +20,8 @@ def test_quick_harness(tmp_path):
     results = json.loads(out.read_text())
     assert proc.returncode == 0, (proc.stderr[-3000:], json.dumps(results["totals"]))
     cats = results["categories"]
-    assert set(cats) == {"interrupt", "corruption", "bad_input", "fuzz", "concurrency", "determinism", "disk"}
+    assert set(cats) == {"interrupt", "corruption", "bad_input", "fuzz", "concurrency", "determinism", "disk", "classes"}
+    assert all(c["cases_tried"] >= 1 for c in cats["classes"]["by_class"].values()), cats["classes"]["by_class"]
     for name, cat in cats.items():
         assert FIELDS <= set(cat), name
         assert cat["failures"] == [], (name, cat["failures"])
