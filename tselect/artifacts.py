@@ -127,7 +127,8 @@ def inside_store(root: Path, path: Path) -> Path:
 
 
 def exists(root: Path, aid: str) -> bool:
-    return (final_dir(root, aid) / MANIFEST).is_file()
+    """A finished artifact `aid` is in the store (False for anything that is not an id)."""
+    return is_id(aid) and (final_dir(root, aid) / MANIFEST).is_file()
 
 
 def sha256_file(path: Path) -> str:

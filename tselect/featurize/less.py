@@ -185,8 +185,9 @@ def _pool_donor(root: Path, key: str) -> Path | None:
             continue
         try:
             if store.open_group(final / store.FEATURES, mode="r").attrs.get("pool_key") == key:
+                artifacts.resolve(root, final.name, stage="featurize")  # manifest checked; pinned against rm
                 return final / store.FEATURES
-        except (OSError, ValueError, KeyError):
+        except (OSError, ValueError, KeyError, UserError):
             continue  # unreadable artifacts are `tselect verify`'s business, not a donor
     return None
 
@@ -201,7 +202,8 @@ def _featurize_checkpoint(cfg, lc: LessConfig, ckpt: _Checkpoint, encoded: dict[
     for name, adam in (("query", None), ("pool", lc.adam)):
         label = f"less {out.name} {name}"
         if name == "pool" and donor is not None:
-            copy_rows(out, name, store.open_group(donor, mode="r")[f"{out.name}/pool"], label + " (copied)")
+            rows = store.CheckedRows(store.open_group(donor, mode="r")[f"{out.name}/pool"], donor.parent, f"{out.name}/pool")
+            copy_rows(out, name, rows, label + " (copied)")  # a missing donor chunk fails, never copies zeros
             continue
         fn = _rows_fn(cfg, ckpt, encoded[name], projector, adam)
         write_unit_rows(out, name, len(encoded[name]), lc.dim, cfg.dtype, fn, label)
