@@ -134,7 +134,9 @@ def test_finetune_and_evaluate_chain(tmp_path, store, toy_data, tiny_model_dir):
     art = A.resolve(store, ft)
     assert art.record["n_train"] == 8
     curve = json.loads((art.path / "train_curve.json").read_text())
-    assert len(curve["loss"]) == 2 and all(np.isfinite(curve["loss"]))
+    # 8 rows at batch 4 would be 2 steps: the fitted schedule trains at batch 1, 8 steps, all at lr > 0
+    assert len(curve["loss"]) == art.record["schedule"]["optimizer_steps"] == 8 and all(np.isfinite(curve["loss"]))
+    assert min(curve["lr"]) > 0
     assert (art.path / "adapter" / "adapter_model.safetensors").is_file()
     ev = last_line(tselect("evaluate", "--target", query, "--finetune", ft, store=store))
     zs = last_line(tselect("evaluate", "--target", query, "--model", tiny_model_dir, store=store))
