@@ -104,7 +104,8 @@ def test_manifest_missing_keys_is_one_line(chain):
     st, f = chain["store"], chain["features"]
     manifest = H.artifact_dir(st, f) / "manifest.json"
     manifest.write_text(manifest.read_text().replace('"id":', '"iq":', 1))
-    one_line_error(H.tselect("verify", f, store=st, check=False), f)
+    verify_reports(st, f, "manifest.json")  # reported like any other damage (the id comes from the directory)
+    one_line_error(H.tselect("select", "--features", f, "--selector", "topk", store=st, check=False), f)
 
 
 @pytest.mark.parametrize("how", ["flip", "truncate"])
