@@ -35,3 +35,15 @@ def small_chain(tmp_path_factory, tiny_model_dir) -> dict:
 def copy_store(src: Path, dst: Path) -> Path:
     shutil.copytree(src, dst)
     return dst
+
+
+@pytest.fixture(scope="session")
+def wide_vectors(tmp_path_factory) -> dict:
+    """3,000 pool rows of 64-d vectors: 128 KiB pool chunks, above the size whose sha256 is checked
+    when features are opened, so only the per-chunk checks on read can catch their damage."""
+    d = tmp_path_factory.mktemp("widevec")
+    inp = H.make_vectors_inputs(d / "in", 3000, dim=64)
+    args = H.vectors_args(inp)
+    ref = d / "ref"
+    aid = H.last_line(H.tselect(*args, store=ref))
+    return {"inputs": inp, "args": args, "ref": ref, "aid": aid, "dir": d}

@@ -71,13 +71,15 @@ def _chunk_files(st, aid):
     return sorted(p for p in z.rglob("c/*/*") if p.is_file() and "_done" not in p.as_posix())
 
 
-def test_every_missing_feature_chunk_is_refused_by_select(big_vectors, tmp_path):
-    aid = big_vectors["aid"]
-    chunks = _chunk_files(big_vectors["ref"], aid)
+@pytest.mark.parametrize("vectors", ["big_vectors", "wide_vectors"])
+def test_every_missing_feature_chunk_is_refused_by_select(vectors, request, tmp_path):
+    v = request.getfixturevalue(vectors)  # 16 KiB chunks, and 128 KiB ones (sha256 not checked on open)
+    aid = v["aid"]
+    chunks = _chunk_files(v["ref"], aid)
     assert len(chunks) >= 4  # 3 pool chunks + 1 query chunk
     for k, chunk in enumerate(chunks):
-        st = copy_store(big_vectors["ref"], tmp_path / f"s{k}")
-        (st / chunk.relative_to(big_vectors["ref"])).unlink()
+        st = copy_store(v["ref"], tmp_path / f"s{k}")
+        (st / chunk.relative_to(v["ref"])).unlink()
         for args in (["select", "--features", aid, "--selector", "topk", "--budget", "5"],
                      ["select", "--features", aid, "--selector", "kcenter", "--budget", "5"]):
             proc = H.tselect(*args, store=st, check=False)
