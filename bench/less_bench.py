@@ -120,7 +120,7 @@ def lora_model(threads: int):
     import torch
 
     from tselect.featurize.grads import lora_param_names
-    from tselect.featurize.warmup import WARMUP_PRESETS, wrap_lora
+    from tselect.warmup import WARMUP_PRESETS, wrap_lora
     from tselect.models import load_model, resolve_model
 
     torch.set_num_threads(threads)
@@ -374,7 +374,7 @@ def make_checkpoint(a: argparse.Namespace) -> None:
 
     import torch
 
-    from tselect.featurize.warmup import WARMUP_PRESETS, _optimizer_step, save_checkpoint, wrap_lora
+    from tselect.warmup import WARMUP_PRESETS, _optimizer_step, save_checkpoint, wrap_lora
     from tselect.models import load_model, resolve_model
 
     torch.set_num_threads(a.threads)

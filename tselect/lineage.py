@@ -39,3 +39,13 @@ def selection_indices(art: artifacts.Artifact, budget: int | None = None) -> np.
                             "pass a smaller budget or select more")
         order = order[:budget]
     return order
+
+
+def base_model_spec(art: artifacts.Artifact) -> str | None:
+    """The --model spec a finetune artifact was trained from (None = the embedded default)."""
+    return art.record.get("model")
+
+
+def trained_path(art: artifacts.Artifact) -> Path:
+    """The adapter/ or model/ directory inside a finetune artifact."""
+    return art.path / art.record.get("output", "adapter")

@@ -174,12 +174,6 @@ class Features:
     def n_query(self) -> int:
         return int(self.queries[0].shape[0])
 
-    def similarity(self, chunk_rows: int | None = None):
-        from tselect.select.similarity import FeatureSimilarity
-
-        rows = chunk_rows or max(1024, chunk_rows_for(self.pools[0].shape[1], 4))
-        return FeatureSimilarity(self.pools, self.queries, self.weights, chunk_rows=rows)
-
 
 class CheckedRows:
     """A stored [N, d] array whose checksum failures become one UserError naming the artifact."""

@@ -319,3 +319,22 @@ def save_full(model, directory: str | Path) -> Path:
 
 
 SAVERS: dict[str, Callable] = {"lora": save_adapter, "full": save_full}
+
+
+# peft keeps these as Python sets and writes them in hash order, which differs between processes.
+_SET_VALUED = ("target_modules", "modules_to_save", "exclude_modules")
+
+
+def canonical_adapter_config(adapter_dir: Path) -> None:
+    """Rewrite adapter_config.json with set-valued fields sorted, so identical runs give identical bytes."""
+    import json
+    import os
+
+    path = Path(adapter_dir) / "adapter_config.json"
+    config = json.loads(path.read_text())
+    for key in _SET_VALUED:
+        if isinstance(config.get(key), list) and all(isinstance(v, str) for v in config[key]):
+            config[key] = sorted(config[key])
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(config, indent=2, sort_keys=True))  # peft's own layout
+    os.replace(tmp, path)

@@ -16,7 +16,7 @@ from tselect.featurize import less
 from tselect.featurize.adam import adam_direction
 from tselect.featurize.grads import per_example_grads
 from tselect.featurize.project import make_projector
-from tselect.featurize.warmup import load_checkpoint, read_checkpoints
+from tselect.warmup import load_checkpoint, read_checkpoints
 
 DIM = 256
 

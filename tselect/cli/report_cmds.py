@@ -22,11 +22,11 @@ def run_grid(
     """Run every cell of an experiment grid (cached cells are skipped); prints the experiment id."""
     from tselect import experiment as E
 
-    spec, where = E.load_spec(experiment), root(store)
+    where = root(store)
     if dry_run:
-        return print_plan(spec, E.parse_part(part))
+        return print_plan(E.load_spec(experiment), E.parse_part(part))
     threads()
-    aid = E.run_experiment(spec, where, E.parse_part(part), collect)
+    aid = E.run(make(E.ExperimentConfig, spec=str(experiment), part=E.parse_part(part), collect=collect), where)
     if aid is not None:
         emit(aid)
 

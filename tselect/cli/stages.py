@@ -107,9 +107,6 @@ def warmup(
     store: StoreOpt = None,
 ):
     """LESS warmup: LoRA checkpoints (adapter + Adam moments by name) per epoch. `featurize --rep less` runs it when missing."""
-    from tselect.data import load_dataset
-    from tselect.featurize.warmup import WARMUP_PRESETS, produce_warmup
+    from tselect import warmup as stage
 
-    if preset not in WARMUP_PRESETS:
-        raise UserError(f"unknown --preset '{preset}'; choose one of {', '.join(WARMUP_PRESETS)}")
-    emit(produce_warmup(root(store), model, load_dataset(pool, fmt), WARMUP_PRESETS[preset]))
+    emit(stage.run(make(stage.WarmupConfig, pool=pool, model=model, preset=preset, fmt=fmt), root(store)))

@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from tselect import artifacts, progress, store
 from tselect.errors import UserError
-from tselect.experiment_spec import Spec, load_spec  # noqa: F401  (re-exported for callers)
+from tselect.experiment.spec import Spec, load_spec  # noqa: F401  (re-exported for callers)
 
 KINDS = ("zero_shot", "grid", "random", "full", "quantile")
 
@@ -86,65 +87,47 @@ class Stages:
     def __init__(self, spec: Spec, root: Path):
         self.spec, self.root, self._memo = spec, root, {}
 
-    def _call(self, module: str, cfg) -> str:
-        import importlib
-
-        key = (module, repr(cfg))
+    def _call(self, run: Callable[[Any, Path], str], cfg) -> str:
+        key = (run.__module__, repr(cfg))
         if key not in self._memo:
-            self._memo[key] = importlib.import_module(module).run(cfg, self.root)
+            self._memo[key] = run(cfg, self.root)
         return self._memo[key]
 
     def features(self, rep: str, target: str) -> str:
-        return self._call("tselect.featurize", self.spec.featurize_config(rep, target))
+        from tselect import featurize
+
+        return self._call(featurize.run, self.spec.featurize_config(rep, target))
 
     def select(self, features: str, selector: str, budget: int | None, seed: int = 0) -> str:
-        from tselect.select import SelectConfig
+        from tselect import select
 
         params = tuple(sorted(self.spec.selector_params.get(selector, {}).items()))
-        return self._call("tselect.select", SelectConfig(features=features, selector=selector, budget=budget,
-                                                         seed=seed, params=params))
+        return self._call(select.run, select.SelectConfig(features=features, selector=selector, budget=budget,
+                                                          seed=seed, params=params))
 
     def finetune(self, selection: str, budget: int | None, seed: int) -> str:
-        from tselect.finetune import FinetuneConfig
+        from tselect import finetune
 
         pool = self.spec.pool if selection == "full" else None
-        return self._call("tselect.finetune", FinetuneConfig(selection=selection, budget=budget, pool=pool,
-                                                             model=self.spec.model, train=self.spec.train_config(seed)))
+        return self._call(finetune.run, finetune.FinetuneConfig(selection=selection, budget=budget, pool=pool,
+                                                                model=self.spec.model, train=self.spec.train_config(seed)))
 
     def evaluate(self, target: str, finetune: str | None) -> str:
-        return self._call("tselect.evaluate", self.spec.evaluate_config(target, finetune))
+        from tselect import evaluate
+
+        return self._call(evaluate.run, self.spec.evaluate_config(target, finetune))
 
     def distance(self, features: str, selection: str, budgets: tuple[int, ...]) -> str:
-        from tselect.distance_stage import DistanceConfig
+        from tselect import distance
 
-        return self._call("tselect.distance_stage", DistanceConfig(features=features, selection=selection, budgets=budgets))
+        return self._call(distance.run, distance.DistanceConfig(features=features, selection=selection, budgets=budgets))
 
     def quantile_bin(self, features: str, order: str, k: int) -> str:
-        q, key = self.spec.quantile, ("bin", features, order, k)
-        if key not in self._memo:
-            self._memo[key] = quantile_selection(self.root, features, order, k, q.bins, q.per_bin)
-        return self._memo[key]
+        from tselect import select
 
-
-def quantile_selection(root: Path, features: str, order_id: str, k: int, bins: int, per_bin: int) -> str:
-    """A select artifact holding the first `per_bin` rows of bin k of a whole-pool ordering.
-
-    Bins are contiguous slices of the order as equal as possible (sizes differ by at most one),
-    bin 0 nearest to the queries; finetune consumes the artifact like any selection.
-    """
-    import numpy as np
-
-    from tselect import lineage
-
-    order = lineage.selection_indices(artifacts.resolve(root, order_id, stage="select"))
-    head = np.array_split(order, bins)[k][:per_bin]  # int64[<= per_bin]
-
-    def write(build: artifacts.Build) -> None:
-        store.write_indices(build.path / "indices.json", head, {"quantile_bin": k, "bins": bins, "scores": None})
-        build.record(selector="quantile", n_selected=int(head.size), n_pool=int(order.size), quantile_bin=k, bins=bins)
-
-    config = {"selector": "quantile", "quantile_bin": k, "bins": bins, "per_bin": per_bin}
-    return artifacts.produce(root, "select", config, {"features": features, "source": order_id}, write)
+        q = self.spec.quantile
+        return self._call(select.run_quantile, select.QuantileConfig(features=features, order=order, bin=k,
+                                                                     bins=q.bins, per_bin=q.per_bin))
 
 
 # --- one cell ---------------------------------------------------------------------------------
@@ -212,6 +195,21 @@ def make_cell(st: Stages, cell: Cell, identity: dict[str, str]) -> str:
         build.record(key=cell.key, kind=cell.kind)
 
     return artifacts.produce(st.root, "cell", st.spec.cell_settings(cell), identity, write)
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    spec: str
+    """Experiment TOML file (see examples/experiments/)."""
+    part: tuple[int, int] | None = None
+    """Run only cells whose index ≡ i mod N, as (i, N); None = every cell."""
+    collect: bool = False
+    """Run nothing; write the experiment artifact if every cell exists."""
+
+
+def run(cfg: ExperimentConfig, root: Path) -> str | None:
+    """The experiment stage: the experiment id, or None after a `part` run."""
+    return run_experiment(load_spec(cfg.spec), root, cfg.part, cfg.collect)
 
 
 # --- the whole grid -----------------------------------------------------------------------------

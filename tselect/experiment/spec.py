@@ -148,12 +148,12 @@ class Identity:
     @cached_property
     def targets(self) -> dict[str, str]:
         from tselect.data import load_dataset
-        from tselect.evaluate import _eval_spec
+        from tselect.evaluate import eval_spec
 
         out = {}
         for label in self.spec.targets:
             out[f"target:{label}"] = load_dataset(self.spec.targets[label]).content_hash
-            ev = _eval_spec(self.spec.evaluate_config(label, None))
+            ev = eval_spec(self.spec.evaluate_config(label, None))
             out[f"eval:{label}"] = load_dataset(ev).content_hash if ev else "none"
         return out
 

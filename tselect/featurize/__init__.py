@@ -51,7 +51,7 @@ def _vectors_shape(cfg: FeaturizeConfig) -> tuple[int, int]:
 
 
 def _less_shape(cfg: FeaturizeConfig) -> tuple[int, int]:
-    from tselect.featurize.warmup import WARMUP_PRESETS
+    from tselect.warmup import WARMUP_PRESETS
 
     lc = less.less_config(cfg)
     return lc.dim, WARMUP_PRESETS[lc.warmup].epochs

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from tselect import progress
-from tselect.select.similarity import l2_normalize
+from tselect.similarity import l2_normalize
 from tselect.store import RowWriter, chunk_rows_for
 
 

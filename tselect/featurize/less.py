@@ -24,7 +24,7 @@ import numpy as np
 from tselect.data.types import Dataset
 from tselect.errors import UserError
 from tselect.featurize.common import copy_rows, write_unit_rows
-from tselect.featurize.warmup import WARMUP_PRESETS, load_checkpoint, produce_warmup, read_checkpoints
+from tselect.warmup import WARMUP_PRESETS, load_checkpoint, produce_warmup, read_checkpoints
 
 
 @dataclass(frozen=True)

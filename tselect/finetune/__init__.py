@@ -13,7 +13,7 @@ from pathlib import Path
 
 from tselect import artifacts, lineage, progress, store
 from tselect.errors import UserError
-from tselect.training import SAVERS, TrainConfig
+from tselect.training import SAVERS, TrainConfig, canonical_adapter_config
 
 FULL = "full"  # --selection full: train on the whole pool
 # Where each method's output lives inside the artifact.
@@ -118,25 +118,6 @@ def _train_and_write(cfg: FinetuneConfig, enc, ref, build: artifacts.Build) -> N
                  final_loss=result.losses[-1] if result.losses else None, cost=result.cost)
 
 
-# peft keeps these as Python sets and writes them in hash order, which differs between processes.
-_SET_VALUED = ("target_modules", "modules_to_save", "exclude_modules")
-
-
-def canonical_adapter_config(adapter_dir: Path) -> None:
-    """Rewrite adapter_config.json with set-valued fields sorted, so identical runs give identical bytes."""
-    import json
-    import os
-
-    path = Path(adapter_dir) / "adapter_config.json"
-    config = json.loads(path.read_text())
-    for key in _SET_VALUED:
-        if isinstance(config.get(key), list) and all(isinstance(v, str) for v in config[key]):
-            config[key] = sorted(config[key])
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(config, indent=2, sort_keys=True))  # peft's own layout
-    os.replace(tmp, path)
-
-
 def run(cfg: FinetuneConfig, root: Path) -> str:
     from tselect.models import resolve_model
 
@@ -158,13 +139,3 @@ def run(cfg: FinetuneConfig, root: Path) -> str:
     aid = artifacts.produce(root, "finetune", hashed, inputs, write, resume=True)
     progress.note(f"finetune {cfg.train.method}: {len(examples)} examples → {aid}")
     return aid
-
-
-def base_model_spec(art: artifacts.Artifact) -> str | None:
-    """The --model spec a finetune artifact was trained from (None = the embedded default)."""
-    return art.record.get("model")
-
-
-def trained_path(art: artifacts.Artifact) -> Path:
-    """The adapter/ or model/ directory inside a finetune artifact."""
-    return art.path / art.record.get("output", "adapter")

@@ -12,6 +12,7 @@ import numpy as np
 from tselect import artifacts, progress, store
 from tselect.errors import UserError
 from tselect.select.inputs import SelectInputs
+from tselect.similarity import feature_similarity
 from tselect.select.registry import SELECTORS
 
 
@@ -70,7 +71,7 @@ def _convert(raw: str, hint, name: str):
 def _load_inputs(cfg: SelectConfig, root: Path, needs: frozenset[str]) -> tuple[SelectInputs, dict, dict]:
     feat_art = artifacts.resolve(root, cfg.features, stage="featurize")
     feats = artifacts.open_features(feat_art)
-    inp = SelectInputs(n_pool=feats.n_pool, sim=feats.similarity(), pool_features=feats.pools,
+    inp = SelectInputs(n_pool=feats.n_pool, sim=feature_similarity(feats), pool_features=feats.pools,
                        query_features=feats.queries, weights=feats.weights,
                        query_subtasks=_subtasks(feat_art.record.get("query_subtasks")))
     ids = {"features": feat_art.id}
@@ -168,3 +169,37 @@ def _check_order(order: np.ndarray, n_pool: int) -> None:
     # Internal invariants of every selector: distinct, in-range indices.
     assert order.ndim == 1 and np.unique(order).size == order.size, "selector returned duplicates"
     assert order.size == 0 or (order.min() >= 0 and order.max() < n_pool), "selector index out of range"
+
+
+@dataclass(frozen=True)
+class QuantileConfig:
+    features: str
+    """Feature artifact id the ordering was made from."""
+    order: str
+    """Select artifact id of a whole-pool ordering (budget None)."""
+    bin: int
+    """Which bin to train on; 0 = nearest to the queries."""
+    bins: int = 10
+    """Contiguous bins the ordering is cut into."""
+    per_bin: int = 500
+    """Rows kept from the head of the bin."""
+
+
+def run_quantile(cfg: QuantileConfig, root: Path) -> str:
+    """A select artifact holding the first `per_bin` rows of bin k of a whole-pool ordering.
+
+    Bins are contiguous slices of the order as equal as possible (sizes differ by at most one),
+    bin 0 nearest to the queries; finetune consumes the artifact like any selection.
+    """
+    from tselect import lineage
+
+    order = lineage.selection_indices(artifacts.resolve(root, cfg.order, stage="select"))
+    head = np.array_split(order, cfg.bins)[cfg.bin][: cfg.per_bin]  # int64[<= per_bin]
+
+    def write(build: artifacts.Build) -> None:
+        store.write_indices(build.path / "indices.json", head, {"quantile_bin": cfg.bin, "bins": cfg.bins, "scores": None})
+        build.record(selector="quantile", n_selected=int(head.size), n_pool=int(order.size), quantile_bin=cfg.bin,
+                     bins=cfg.bins)
+
+    config = {"selector": "quantile", "quantile_bin": cfg.bin, "bins": cfg.bins, "per_bin": cfg.per_bin}
+    return artifacts.produce(root, "select", config, {"features": cfg.features, "source": cfg.order}, write)

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from tselect.select.similarity import Similarity
+from tselect.similarity import Similarity
 
 
 @dataclass

@@ -19,7 +19,7 @@ import numpy as np
 
 from tselect.select.basic import order_by_score
 from tselect.select.inputs import SelectInputs
-from tselect.select.similarity import Similarity, column_max, topk_per_query
+from tselect.similarity import Similarity, column_max, topk_per_query
 
 
 def _check(ok: bool, name: str, value, rule: str, hint: str) -> None:

@@ -27,7 +27,7 @@ from tselect.select.basic import order_by_score
 from tselect.select.diversity import feature_weights, take_rows, weighted_dot
 from tselect.select.inputs import SelectInputs
 from tselect.select.knn import fill_by_max_similarity
-from tselect.select.similarity import topk_per_query
+from tselect.similarity import topk_per_query
 
 BLOCK_FLOATS = 1 << 24  # feature floats per gathered block of U (64 MB float32)
 

@@ -23,7 +23,7 @@ from tselect.select.basic import order_by_score
 from tselect.select.distance import subset_similarity
 from tselect.select.inputs import SelectInputs
 from tselect.select.knn import fill_by_max_similarity
-from tselect.select.similarity import Similarity, topk_per_query
+from tselect.similarity import Similarity, topk_per_query
 
 
 def _check(ok: bool, name: str, value, rule: str, hint: str) -> None:

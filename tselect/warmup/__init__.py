@@ -1,6 +1,6 @@
 """LESS warmup: a short LoRA fine-tune on a seeded random slice of the pool, one checkpoint per epoch.
 
-The warmup is its own artifact (stage "warmup"), keyed by (model, pool content, WarmupConfig)
+The warmup is its own artifact (stage "warmup"), keyed by (model, pool content, WarmupRecipe)
 and not by the query set, so every target featurized against the same pool reuses it.
 Layout of `<root>/warmup/<id>/`:
 
@@ -34,7 +34,7 @@ from tselect.data.types import Dataset
 
 
 @dataclass(frozen=True)
-class WarmupConfig:
+class WarmupRecipe:
     fraction: float = 0.05
     """Share of the pool trained on (seeded random sample)."""
     min_examples: int = 32
@@ -78,19 +78,19 @@ class WarmupConfig:
 
 
 # "less": the LESS/TIS recipe for 7B models on GPUs. "cpu": sized for the embedded 135M model.
-WARMUP_PRESETS: dict[str, WarmupConfig] = {
-    "less": WarmupConfig(),
-    "cpu": WarmupConfig(lora_r=8, lora_alpha=32, lr=1e-4, batch_size=8, effective_batch_size=16, max_length=256),
+WARMUP_PRESETS: dict[str, WarmupRecipe] = {
+    "less": WarmupRecipe(),
+    "cpu": WarmupRecipe(lora_r=8, lora_alpha=32, lr=1e-4, batch_size=8, effective_batch_size=16, max_length=256),
 }
 
 
-def sample_indices(n_pool: int, cfg: WarmupConfig) -> np.ndarray:
+def sample_indices(n_pool: int, cfg: WarmupRecipe) -> np.ndarray:
     """Sorted int64 indices of the warmup sample: max(min_examples, round(fraction·N)), ≤ N."""
     n = min(n_pool, max(cfg.min_examples, round(cfg.fraction * n_pool)))
     return np.sort(np.random.default_rng((cfg.seed, n_pool)).choice(n_pool, size=n, replace=False))
 
 
-def step_groups(n_rows: int, epoch: int, cfg: WarmupConfig) -> list[list[list[int]]]:
+def step_groups(n_rows: int, epoch: int, cfg: WarmupRecipe) -> list[list[list[int]]]:
     """The epoch's optimizer steps, each a list of micro-batches of row indices.
 
     The order is numpy default_rng((seed, epoch)).permutation, the same on any device; the last
@@ -120,7 +120,7 @@ def _optimizer_step(model, rows, group, pad_id: int, device) -> float:
     return total
 
 
-def wrap_lora(model, cfg: WarmupConfig):
+def wrap_lora(model, cfg: WarmupRecipe):
     """Wrap in a fresh LoRA adapter, initialized from cfg.seed without touching global RNG."""
     import torch
     from peft import LoraConfig, get_peft_model
@@ -137,7 +137,7 @@ def wrap_lora(model, cfg: WarmupConfig):
 def save_checkpoint(model, optimizer, directory: Path, state: dict) -> None:
     """Adapter (PEFT layout) + AdamW moments keyed by parameter name + state.json."""
     directory.mkdir(parents=True, exist_ok=True)
-    from tselect.finetune import canonical_adapter_config
+    from tselect.training import canonical_adapter_config
 
     model.save_pretrained(str(directory), safe_serialization=True, save_embedding_layers=False)
     canonical_adapter_config(directory)  # peft writes target_modules in set order: bytes would vary per run
@@ -151,7 +151,7 @@ def save_checkpoint(model, optimizer, directory: Path, state: dict) -> None:
     store.write_json(directory / "state.json", state)
 
 
-def train_warmup(model, rows, pad_id: int, cfg: WarmupConfig, out_dir: Path) -> list[dict]:
+def train_warmup(model, rows, pad_id: int, cfg: WarmupRecipe, out_dir: Path) -> list[dict]:
     """Train a LoRA on `rows` (EncodedRow) and write one checkpoint per epoch into out_dir.
 
     Returns the checkpoints' summaries [{name, step, epoch, mean_lr, loss}].
@@ -188,7 +188,7 @@ def train_warmup(model, rows, pad_id: int, cfg: WarmupConfig, out_dir: Path) -> 
     return summaries
 
 
-def produce_warmup(root: Path, model_spec: str | None, pool: Dataset, cfg: WarmupConfig) -> str:
+def produce_warmup(root: Path, model_spec: str | None, pool: Dataset, cfg: WarmupRecipe) -> str:
     """The warmup artifact id for (model, pool, cfg), training it first if it is missing."""
     from tselect.data.tokenize import encode
     from tselect.models import load_model, resolve_model
@@ -211,6 +211,29 @@ def produce_warmup(root: Path, model_spec: str | None, pool: Dataset, cfg: Warmu
                      mean_lrs=[s["mean_lr"] for s in summaries], losses=[s["loss"] for s in summaries])
 
     return artifacts.produce(root, "warmup", dataclasses.asdict(cfg), inputs, write)
+
+
+@dataclass(frozen=True)
+class WarmupConfig:
+    pool: str = "builtin:pool"
+    """Pool whose seeded random fraction warms the LoRA up (builtin:*, JSONL or save_to_disk dir)."""
+    model: str | None = None
+    """Local HF causal-LM directory; None = the embedded SmolLM2."""
+    preset: str = "cpu"
+    """A key of WARMUP_PRESETS: cpu (r=8, embedded model) or less (r=128, the LESS recipe)."""
+    fmt: str | None = None
+    """Row format of a pool file (chat, alpaca, prompt); None = auto-detect."""
+
+    def __post_init__(self):
+        if self.preset not in WARMUP_PRESETS:
+            raise ValueError(f"unknown --preset '{self.preset}'; choose one of {', '.join(WARMUP_PRESETS)}")
+
+
+def run(cfg: WarmupConfig, root: Path) -> str:
+    """The warmup stage: the artifact id for (model, pool, preset), training it first if it is missing."""
+    from tselect.data import load_dataset
+
+    return produce_warmup(root, cfg.model, load_dataset(cfg.pool, cfg.fmt), WARMUP_PRESETS[cfg.preset])
 
 
 def read_checkpoints(warmup_dir: Path) -> list[dict]:
