@@ -5,7 +5,7 @@ write path at two pool sizes.
     python -m bench.run less                        # defaults: ~18 min measured on 2 cores at load ~7
     python -m bench.run less --n 32 --b-examples 8 --b-max-blocks 0 --rad-sample 1   # nothing extrapolated (hours)
 
-Model: the embedded SmolLM2-135M (fp32, CPU) with a fresh LoRA made by `warmup.wrap_lora`,
+Model: the embedded SmolLM2-135M (fp32, CPU) with a fresh LoRA made by `training.METHODS["lora"]`,
 preset cpu (r=8 on q,k,v,o_proj = 921,600 parameters). lora_B gets small seeded values (it is
 zero-initialized) and the Adam moments are seeded synthetic tensors keyed by parameter name;
 costs do not depend on the values. Examples: a seeded sample of `builtin:pool`, encoded with
@@ -120,12 +120,13 @@ def lora_model(threads: int):
     import torch
 
     from tselect.featurize.grads import lora_param_names
-    from tselect.warmup import WARMUP_PRESETS, wrap_lora
     from tselect.models import load_model, resolve_model
+    from tselect.training import METHODS
+    from tselect.warmup import WARMUP_PRESETS
 
     torch.set_num_threads(threads)
     base, tok = load_model(resolve_model(None))
-    model = wrap_lora(base, WARMUP_PRESETS["cpu"])
+    model = METHODS["lora"](base, WARMUP_PRESETS["cpu"].train)
     gen = torch.Generator().manual_seed(SEED)
     names = lora_param_names(model)
     params = dict(model.named_parameters())
@@ -370,27 +371,26 @@ def ensure_checkpoint(a: argparse.Namespace) -> Path:
 
 
 def make_checkpoint(a: argparse.Namespace) -> None:
+    """One optimizer step of the cpu warmup recipe on 4 rows, saved by the warmup's own on_epoch hook."""
+    import dataclasses
     import shutil
 
     import torch
 
-    from tselect.warmup import WARMUP_PRESETS, _optimizer_step, save_checkpoint, wrap_lora
     from tselect.models import load_model, resolve_model
+    from tselect.warmup import WARMUP_PRESETS, train_warmup
 
     torch.set_num_threads(a.threads)
     cfg = WARMUP_PRESETS["cpu"]
+    one_step = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=1, batch_size=2, effective_batch_size=4))
     base, tok = load_model(resolve_model(None))
-    model = wrap_lora(base, cfg)
     rows = encoded_sample(tok, 4, 64)
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr)
-    model.train()
-    loss = _optimizer_step(model, rows, [[0, 1], [2, 3]], tok.pad_token_id, "cpu")
-    optimizer.step()
     a.data.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix="ckpt-1.", dir=a.data))
-    save_checkpoint(model, optimizer, tmp, {"step": 1, "epoch": 1, "lrs": [cfg.lr], "mean_lr": cfg.lr, "loss": loss})
+    train_warmup(base, rows, tok.pad_token_id, one_step, tmp)  # writes tmp/ckpt-1
     shutil.rmtree(a.data / "ckpt-1", ignore_errors=True)
-    os.replace(tmp, a.data / "ckpt-1")
+    os.replace(tmp / "ckpt-1", a.data / "ckpt-1")
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 def measure_write(a: argparse.Namespace) -> dict:
@@ -501,7 +501,7 @@ def summarize(results: list[dict], a: argparse.Namespace, load_run: dict) -> dic
         met["C_over_B"] = ratios["C_over_B_interval16"] >= TARGETS["C_over_B"]
     sizes = {k: getattr(a, k) for k in ("n", "n_rad", "rad_sample", "b_examples", "b_max_blocks", "batch_size",
                                           "max_length", "dim", "dim_small", "rss_pools", "threads")}
-    sizes.update(lora="r=8 alpha=32 on q,k,v,o_proj (921,600 params), warmup.wrap_lora preset cpu",
+    sizes.update(lora="r=8 alpha=32 on q,k,v,o_proj (921,600 params), training.METHODS["lora"] with the warmup preset cpu",
                  model="builtin:smollm2 (SmolLM2-135M, fp32, CPU)", query_rows_rss=QUERY_ROWS)
     argv = sys.argv[2:] if sys.argv[1:2] == ["less"] else sys.argv[1:]
     return {"machine": machine(), "sizes": sizes, "targets": TARGETS, "ratios": ratios, "targets_met": met,

@@ -63,14 +63,14 @@ class TrainConfig:
 
     def __post_init__(self):
         if self.method not in METHODS:
-            raise UserError(f"method={self.method!r} is unknown; use one of {sorted(METHODS)}")
+            raise ValueError(f"method={self.method!r} is unknown; use one of {sorted(METHODS)}")
         if self.batch_size < 1 or self.effective_batch_size % self.batch_size:
-            raise UserError(f"effective_batch_size={self.effective_batch_size} must be a positive multiple of "
+            raise ValueError(f"effective_batch_size={self.effective_batch_size} must be a positive multiple of "
                             f"batch_size={self.batch_size}")
         if not 0.0 <= self.warmup_ratio < 1.0:
-            raise UserError(f"warmup_ratio={self.warmup_ratio} must be in [0, 1)")
+            raise ValueError(f"warmup_ratio={self.warmup_ratio} must be in [0, 1)")
         if self.epochs < 1 or self.lr <= 0 or self.max_length < 2:
-            raise UserError(f"epochs={self.epochs}, lr={self.lr}, max_length={self.max_length}: "
+            raise ValueError(f"epochs={self.epochs}, lr={self.lr}, max_length={self.max_length}: "
                             "need epochs >= 1, lr > 0, max_length >= 2")
 
     @property

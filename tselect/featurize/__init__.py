@@ -54,7 +54,7 @@ def _less_shape(cfg: FeaturizeConfig) -> tuple[int, int]:
     from tselect.warmup import WARMUP_PRESETS
 
     lc = less.less_config(cfg)
-    return lc.dim, WARMUP_PRESETS[lc.warmup].epochs
+    return lc.dim, WARMUP_PRESETS[lc.warmup].train.epochs
 
 
 REPRESENTATIONS: dict[str, Representation] = {

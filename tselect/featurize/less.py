@@ -82,10 +82,12 @@ def less_config(cfg) -> LessConfig:
 
 def identity(cfg) -> dict[str, str]:
     """Model fingerprint and the resolved options (the preset's contents, not just its name)."""
+    from tselect import identity as ident
     from tselect.models import resolve_model
+    from tselect.warmup import FORMAT
 
     lc = less_config(cfg)
-    resolved = {"less": dataclasses.asdict(lc), "warmup": dataclasses.asdict(WARMUP_PRESETS[lc.warmup])}
+    resolved = {"less": dataclasses.asdict(lc), "warmup": ident.hashed(WARMUP_PRESETS[lc.warmup], format=FORMAT)}
     return {"model": resolve_model(cfg.model).fingerprint, "less": json.dumps(resolved, sort_keys=True)}
 
 

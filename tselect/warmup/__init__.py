@@ -10,143 +10,82 @@ Layout of `<root>/warmup/<id>/`:
     ckpt-<step>/adapter_model.safetensors
     ckpt-<step>/exp_avg.safetensors       AdamW moments keyed by parameter NAME
     ckpt-<step>/exp_avg_sq.safetensors    (model.named_parameters() names, adapter "default")
-    ckpt-<step>/state.json                step, epoch, per-step learning rates, mean lr, loss
+    ckpt-<step>/state.json                step, epoch, mean lr, mean loss of the epoch
 
-The objective per optimizer step is the token-mean cross-entropy over all label tokens of its
-micro-batches (so accumulation never changes the loss), with AdamW, linear warmup then linear
-decay to 0, as in the HF Trainer setup LESS uses. torch/peft are imported inside functions:
-the featurize package may import this module at CLI start-up.
+Training is `tselect.training.train` (the loop finetune uses: token-mean CE per optimizer step,
+AdamW, linear warmup then linear decay, data order seeded by (seed, epoch)) with an `on_epoch`
+hook that writes each checkpoint. torch/peft are imported inside functions: the featurize
+package imports this module at CLI start-up.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
-from tselect import artifacts, progress, store
-from tselect.data.tokenize import IGNORE, batches
+from tselect import artifacts, identity, progress, store
 from tselect.data.types import Dataset
+from tselect.errors import UserError
+from tselect.training import TrainConfig
+
+# Bump when warmup checkpoints change for the same recipe (2: trained by training.train, the HF Trainer).
+FORMAT = 2
+_LESS_TRAIN = TrainConfig(lora_r=128, lora_alpha=512, lora_dropout=0.1, target_modules=("q_proj", "k_proj", "v_proj", "o_proj"),
+                          lr=2e-5, epochs=4, batch_size=1, effective_batch_size=128, warmup_ratio=0.03,
+                          weight_decay=0.0, max_grad_norm=1.0, max_length=2048, seed=0)
 
 
 @dataclass(frozen=True)
 class WarmupRecipe:
+    train: TrainConfig = _LESS_TRAIN
+    """LoRA training settings (method lora; epochs = checkpoints; seed also seeds the sample)."""
     fraction: float = 0.05
     """Share of the pool trained on (seeded random sample)."""
     min_examples: int = 32
     """Floor on the sample size for small pools (capped at the pool size)."""
-    epochs: int = 4
-    """Epochs; one checkpoint after each."""
-    lora_r: int = 128
-    """LoRA rank."""
-    lora_alpha: int = 512
-    """LoRA scaling numerator (update scaled by alpha / r)."""
-    lora_dropout: float = 0.1
-    """Dropout on the LoRA input during warmup (featurization runs without it)."""
-    target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
-    """Modules LoRA wraps."""
-    lr: float = 2e-5
-    """Peak AdamW learning rate."""
-    warmup_ratio: float = 0.03
-    """Share of optimizer steps spent ramping the learning rate up from 0."""
-    weight_decay: float = 0.0
-    """AdamW weight decay."""
-    max_grad_norm: float = 1.0
-    """Gradient clipping norm; 0 disables it."""
-    batch_size: int = 1
-    """Rows per forward pass."""
-    effective_batch_size: int = 128
-    """Rows per optimizer step; a multiple of batch_size."""
-    max_length: int = 2048
-    """Tokens kept per row (right-truncated)."""
-    seed: int = 0
-    """Seeds the sample, the LoRA init, dropout and the data order."""
+
+    NOT_HASHED: ClassVar[dict[str, str]] = {}
 
     def __post_init__(self):
         if not 0.0 < self.fraction <= 1.0 or self.min_examples < 1:
             raise ValueError(f"fraction={self.fraction} must be in (0, 1] and min_examples={self.min_examples} >= 1")
-        if self.batch_size < 1 or self.effective_batch_size % self.batch_size:
-            raise ValueError(f"effective_batch_size={self.effective_batch_size} must be a positive multiple "
-                             f"of batch_size={self.batch_size}")
-        if self.epochs < 1 or self.lr <= 0 or not 0.0 <= self.warmup_ratio < 1.0:
-            raise ValueError(f"epochs={self.epochs}, lr={self.lr}, warmup_ratio={self.warmup_ratio}: "
-                             f"need epochs >= 1, lr > 0 and warmup_ratio in [0, 1)")
+        if self.train.method != "lora":
+            raise ValueError(f"warmup trains a LoRA adapter; method={self.train.method!r} must be 'lora'")
+
+
+def _recipe(**train) -> WarmupRecipe:
+    return WarmupRecipe(train=TrainConfig(**{**_LESS_TRAIN.__dict__, **train}))
 
 
 # "less": the LESS/TIS recipe for 7B models on GPUs. "cpu": sized for the embedded 135M model.
 WARMUP_PRESETS: dict[str, WarmupRecipe] = {
     "less": WarmupRecipe(),
-    "cpu": WarmupRecipe(lora_r=8, lora_alpha=32, lr=1e-4, batch_size=8, effective_batch_size=16, max_length=256),
+    "cpu": _recipe(lora_r=8, lora_alpha=32, lr=1e-4, batch_size=8, effective_batch_size=16, max_length=256),
 }
 
 
 def sample_indices(n_pool: int, cfg: WarmupRecipe) -> np.ndarray:
     """Sorted int64 indices of the warmup sample: max(min_examples, round(fraction·N)), ≤ N."""
     n = min(n_pool, max(cfg.min_examples, round(cfg.fraction * n_pool)))
-    return np.sort(np.random.default_rng((cfg.seed, n_pool)).choice(n_pool, size=n, replace=False))
+    return np.sort(np.random.default_rng((cfg.train.seed, n_pool)).choice(n_pool, size=n, replace=False))
 
 
-def step_groups(n_rows: int, epoch: int, cfg: WarmupRecipe) -> list[list[list[int]]]:
-    """The epoch's optimizer steps, each a list of micro-batches of row indices.
+def save_checkpoint(model, moments: dict[str, dict], directory: Path, state: dict) -> None:
+    """Adapter (PEFT layout) + AdamW moments keyed by parameter name + state.json.
 
-    The order is numpy default_rng((seed, epoch)).permutation, the same on any device; the last
-    step of an epoch may be short.
+    moments: training.adam_moments' {name: {exp_avg, exp_avg_sq, step}}.
     """
-    order = np.random.default_rng((cfg.seed, epoch)).permutation(n_rows).tolist()
-    micro = [order[s : s + cfg.batch_size] for s in range(0, n_rows, cfg.batch_size)]
-    accum = cfg.effective_batch_size // cfg.batch_size
-    return [micro[s : s + accum] for s in range(0, len(micro), accum)]
-
-
-def _optimizer_step(model, rows, group, pad_id: int, device) -> float:
-    """Accumulate Σ token CE / (label tokens in the whole step) over the micro-batches."""
-    import torch.nn.functional as F
-
-    n_tokens = sum(1 for mb in group for i in mb for t in rows[i].labels[1:] if t != IGNORE)
-    total = 0.0
-    for mb in group:
-        _, ids, mask, labels = next(batches(rows, len(mb), pad_id, order=mb))  # right-padded [B, T]
-        ids, mask, labels = ids.to(device), mask.to(device), labels.to(device)
-        logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits[:, :-1].float()  # [B, T-1, V]
-        ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1),
-                             ignore_index=IGNORE, reduction="sum")
-        loss = ce / max(n_tokens, 1)
-        loss.backward()
-        total += float(loss.detach())
-    return total
-
-
-def wrap_lora(model, cfg: WarmupRecipe):
-    """Wrap in a fresh LoRA adapter, initialized from cfg.seed without touching global RNG."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-
-    lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                      target_modules=list(cfg.target_modules), bias="none", task_type="CAUSAL_LM")
-    with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
-        # peft 0.21 reads a property transformers 5 deprecated; the warning is noise for users.
-        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-        torch.manual_seed(cfg.seed)
-        return get_peft_model(model, lora)
-
-
-def save_checkpoint(model, optimizer, directory: Path, state: dict) -> None:
-    """Adapter (PEFT layout) + AdamW moments keyed by parameter name + state.json."""
-    directory.mkdir(parents=True, exist_ok=True)
     from tselect.training import canonical_adapter_config
 
+    directory.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(directory), safe_serialization=True, save_embedding_layers=False)
     canonical_adapter_config(directory)  # peft writes target_modules in set order: bytes would vary per run
-    moments: dict[str, dict] = {"exp_avg": {}, "exp_avg_sq": {}}
-    for name, p in model.named_parameters():
-        if p in optimizer.state:
-            for key in moments:
-                moments[key][name] = optimizer.state[p][key].detach().cpu()
-    for key, tensors in moments.items():
+    for key in ("exp_avg", "exp_avg_sq"):
+        tensors = {name: m[key] for name, m in moments.items()}
         store.save_tensors(directory / f"{key}.safetensors", tensors, metadata={"step": str(state["step"])})
     store.write_json(directory / "state.json", state)
 
@@ -156,35 +95,25 @@ def train_warmup(model, rows, pad_id: int, cfg: WarmupRecipe, out_dir: Path) -> 
 
     Returns the checkpoints' summaries [{name, step, epoch, mean_lr, loss}].
     """
-    import torch
-    from transformers import get_linear_schedule_with_warmup
+    from tselect.training import expected_steps, train
 
-    model = wrap_lora(model, cfg)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=cfg.weight_decay)
-    total = cfg.epochs * len(step_groups(len(rows), 0, cfg))
-    schedule = get_linear_schedule_with_warmup(optimizer, math.ceil(cfg.warmup_ratio * total), total)
-    device, step, summaries = next(model.parameters()).device, 0, []
-    model.train()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.seed)  # dropout masks
-        for epoch in range(cfg.epochs):
-            lrs, losses = [], []
-            groups = step_groups(len(rows), epoch, cfg)
-            for group in progress.track(groups, len(groups), f"warmup epoch {epoch + 1}/{cfg.epochs}"):
-                lrs.append(float(schedule.get_last_lr()[0]))  # the lr this step actually uses
-                losses.append(_optimizer_step(model, rows, group, pad_id, device))
-                if cfg.max_grad_norm > 0:
-                    torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-                optimizer.step()
-                schedule.step()
-                optimizer.zero_grad(set_to_none=True)
-                step += 1
-            state = {"step": step, "epoch": epoch + 1, "lrs": lrs, "mean_lr": float(np.mean(lrs)),
-                     "loss": float(np.mean(losses))}
-            save_checkpoint(model, optimizer, out_dir / f"ckpt-{step}", state)
-            summaries.append({"name": f"ckpt-{step}", **{k: state[k] for k in ("step", "epoch", "mean_lr", "loss")}})
-    model.eval()
+    losses: list[float] = []  # the current epoch's per-step losses
+    summaries: list[dict] = []
+    every = max(1, expected_steps(len(rows), cfg.train) // 10)
+
+    def on_step(step: int, total: int, loss: float) -> None:
+        losses.append(loss)
+        if progress.enabled() and (step % every == 0 or step == total):
+            progress.note(f"  warmup step {step}/{total}  loss {loss:.4f}")
+
+    def on_epoch(epoch: int, trained, moments: dict, mean_lr: float) -> None:
+        step = max((m["step"] for m in moments.values()), default=0)
+        state = {"step": step, "epoch": epoch, "mean_lr": mean_lr, "loss": float(np.mean(losses)) if losses else 0.0}
+        save_checkpoint(trained, moments, out_dir / f"ckpt-{step}", state)
+        summaries.append({"name": f"ckpt-{step}", **state})
+        losses.clear()
+
+    train(model, rows, cfg.train, pad_id, on_step=on_step, on_epoch=on_epoch)
     return summaries
 
 
@@ -199,10 +128,10 @@ def produce_warmup(root: Path, model_spec: str | None, pool: Dataset, cfg: Warmu
     def write(build: artifacts.Build) -> None:
         idx = sample_indices(len(pool), cfg)
         model, tok = load_model(ref)
-        enc = encode([pool.examples[i] for i in idx], tok, cfg.max_length)
+        enc = encode([pool.examples[i] for i in idx], tok, cfg.train.max_length)
         if not enc.rows:
-            raise ValueError(f"none of the {len(idx)} warmup rows has response tokens within "
-                             f"max_length={cfg.max_length}; raise max_length")
+            raise UserError(f"none of the {len(idx)} warmup rows has response tokens within "
+                            f"max_length={cfg.train.max_length}; use a preset with a larger max_length")
         summaries = train_warmup(model, enc.rows, tok.pad_token_id, cfg, build.path)
         store.write_json(build.path / "sample.json", {"indices": [int(idx[k]) for k in enc.kept],
                                                       "skipped": [int(idx[k]) for k, _ in enc.skipped]})
@@ -210,7 +139,7 @@ def produce_warmup(root: Path, model_spec: str | None, pool: Dataset, cfg: Warmu
         build.record(n_examples=len(enc.rows), n_tokens=enc.n_tokens, steps=summaries[-1]["step"],
                      mean_lrs=[s["mean_lr"] for s in summaries], losses=[s["loss"] for s in summaries])
 
-    return artifacts.produce(root, "warmup", dataclasses.asdict(cfg), inputs, write)
+    return artifacts.produce(root, "warmup", identity.hashed(cfg, format=FORMAT), inputs, write)
 
 
 @dataclass(frozen=True)
