@@ -40,11 +40,6 @@ def canonical_json(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
 
 
-def config_dict(cfg: Any) -> dict[str, Any]:
-    """A frozen dataclass config as a plain JSON-able dict (what gets hashed)."""
-    return dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else dict(cfg)
-
-
 def compute_id(stage: str, config: dict[str, Any], inputs: dict[str, str]) -> str:
     """`<stage>-<16 hex>` from everything that determines the artifact's content."""
     payload = {"stage": stage, "schema": SCHEMA_VERSION, "config": config, "inputs": inputs}

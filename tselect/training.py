@@ -16,7 +16,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -60,6 +60,8 @@ class TrainConfig:
     """Tokens kept per row (right-truncated)."""
     seed: int = 0
     """Seeds LoRA init, dropout and the data order."""
+
+    NOT_HASHED: ClassVar[dict[str, str]] = {}
 
     def __post_init__(self):
         if self.method not in METHODS:

@@ -14,9 +14,9 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from tselect import artifacts, progress, store
+from tselect import artifacts, identity, progress, store
 from tselect.errors import UserError
 from tselect.metrics import exact_match, extract_number, mc_accuracy, token_f1
 
@@ -45,6 +45,11 @@ class EvaluateConfig:
     """Token limit per scored sequence (contexts are cut from the left)."""
     max_new_tokens: int = 32
     """Generation length for rows scored by exact match / F1."""
+
+    NOT_HASHED: ClassVar[dict[str, str]] = {
+        "target": "enters the id by content hash (inputs: query)", "eval_data": "enters the id by content hash (inputs: eval)",
+        "finetune": "artifact id in the inputs", "model": "enters the id by content fingerprint (inputs), never by path",
+        "fmt": "only parses the data, whose content hashes are inputs"}
 
     def __post_init__(self):
         if self.prompt_format not in PROMPTS:
@@ -265,13 +270,11 @@ def _summary(metrics: dict[str, Any]) -> dict[str, Any]:
 
 def run(cfg: EvaluateConfig, root: Path) -> str:
     query, evalset = _datasets(cfg)
-    identity, load = _subject(cfg, root)
-    inputs = {**identity, "query": query.content_hash}
+    subject, load = _subject(cfg, root)
+    inputs = {**subject, "query": query.content_hash}
     if evalset is not None:
         inputs["eval"] = evalset.content_hash
-    hashed = artifacts.config_dict(cfg)
-    for key in ("target", "eval_data", "finetune", "model", "fmt"):  # these enter through `inputs`
-        hashed.pop(key)
+    hashed = identity.hashed(cfg)
 
     def write(build: artifacts.Build) -> None:
         model, tok = load()

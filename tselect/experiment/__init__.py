@@ -22,9 +22,9 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from tselect import artifacts, progress, store
+from tselect import artifacts, identity, progress, store
 from tselect.errors import UserError
 from tselect.experiment.spec import Spec, load_spec  # noqa: F401  (re-exported for callers)
 
@@ -126,7 +126,7 @@ class Stages:
         from tselect import select
 
         q = self.spec.quantile
-        return self._call(select.run_quantile, select.QuantileConfig(features=features, order=order, bin=k,
+        return self._call(select.run_quantile, select.QuantileConfig(features=features, order=order, quantile_bin=k,
                                                                      bins=q.bins, per_bin=q.per_bin))
 
 
@@ -206,6 +206,11 @@ class ExperimentConfig:
     collect: bool = False
     """Run nothing; write the experiment artifact if every cell exists."""
 
+    NOT_HASHED: ClassVar[dict[str, str]] = {
+        "spec": "the TOML's contents (Spec) are hashed, not its path",
+        "part": "which share of the cells this host runs, not what they compute",
+        "collect": "whether to run cells first, not what the experiment holds"}
+
 
 def run(cfg: ExperimentConfig, root: Path) -> str | None:
     """The experiment stage: the experiment id, or None after a `part` run."""
@@ -278,7 +283,7 @@ def _collect(spec: Spec, root: Path, cells: list[Cell], ident) -> str:
         store.write_json(build.path / "spec.json", spec.as_dict())
         build.record(name=spec.name, n_cells=len(rows), kinds={k: sum(r["cell"]["kind"] == k for r in rows) for k in KINDS})
 
-    aid = artifacts.produce(root, "experiment", spec.as_dict(), {"cells": digest}, write)
+    aid = artifacts.produce(root, "experiment", identity.hashed(spec), {"cells": digest}, write)
     progress.note(f"experiment {spec.name}: {len(rows)} cells → {aid}")
     return aid
 

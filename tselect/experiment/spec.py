@@ -21,8 +21,9 @@ import tomllib
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
+from tselect import identity
 from tselect.errors import UserError
 
 LM_REPS = ("rds", "less")  # representations that run the base LM: they default to [experiment] model
@@ -68,6 +69,8 @@ class Spec:
     estimate: dict[str, Any] = field(default_factory=dict)
     source: str = ""  # the TOML path (messages only; not hashed)
 
+    NOT_HASHED: ClassVar[dict[str, str]] = {"source": "the TOML path, used in messages only"}
+
     # --- stage configs ----------------------------------------------------------------------
     def featurize_config(self, rep: str, target: str):
         from tselect.featurize import REPRESENTATIONS
@@ -107,7 +110,7 @@ class Spec:
         out["train"] = {**self.train}
         reps = self.representations if cell.kind == "random" else (cell.rep,)
         if cell.kind != "full":
-            out["featurize"] = {r: _config_without_paths(self.featurize_config(r, cell.targets[0])) for r in reps}
+            out["featurize"] = {r: identity.hashed(self.featurize_config(r, cell.targets[0])) for r in reps}
         if cell.kind in ("grid", "random"):
             out["budgets"] = list(self.budgets)  # select at max(budgets), distances at every budget
             out["select"] = self.selector_params.get(cell.selector, {})
@@ -120,9 +123,7 @@ class Spec:
         return Identity(self)
 
     def as_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d.pop("source")
-        return d
+        return identity.hashed(self)
 
 
 class Identity:
@@ -180,13 +181,6 @@ def _make(cls, **kwargs):
         return cls(**kwargs)
     except (TypeError, ValueError) as e:
         raise UserError(f"experiment: bad {cls.__name__} options: {e}") from None
-
-
-def _config_without_paths(cfg) -> dict[str, Any]:
-    d = dataclasses.asdict(cfg)
-    for key in ("pool", "query", "pool_vectors", "query_vectors", "model"):
-        d.pop(key, None)  # data and models enter cell ids by content (Identity)
-    return d
 
 
 def _lookup(table: dict, key: str, where: str):

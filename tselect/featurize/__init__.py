@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from tselect import artifacts, progress, store
+from tselect import artifacts, identity, progress, store
 from tselect.data import load_dataset
 from tselect.errors import UserError
 from tselect.featurize import embed, less, rds, vectors
@@ -69,12 +69,9 @@ REPRESENTATIONS: dict[str, Representation] = {
 
 
 def _hashed_config(cfg: FeaturizeConfig) -> dict:
-    # Data enter the id through their content hashes, so the same files under other paths
-    # (or on another host) give the same id.
-    hashed = artifacts.config_dict(cfg)
-    for key in ("pool", "query", "pool_vectors", "query_vectors"):
-        hashed.pop(key)
-    return hashed
+    # Data and models enter the id by content, so the same files under other paths (or on
+    # another host) give the same id.
+    return identity.hashed(cfg)
 
 
 def _where(spec: str) -> str:

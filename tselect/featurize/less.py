@@ -46,9 +46,9 @@ class LessConfig:
         for key, value, choices in (("projection", self.projection, PROJECTIONS), ("adam", self.adam, ADAM),
                                     ("warmup", self.warmup, WARMUP_PRESETS)):
             if value not in choices:
-                raise UserError(f"less {key}={value!r} is unknown; choose one of {', '.join(choices)}")
+                raise ValueError(f"less {key}={value!r} is unknown; choose one of {', '.join(choices)}")
         if self.dim < 1:
-            raise UserError(f"less dim={self.dim} must be >= 1")
+            raise ValueError(f"less dim={self.dim} must be >= 1")
 
 
 def _adam_less(exp_avg, exp_avg_sq, state) -> Callable:
@@ -77,7 +77,10 @@ def less_config(cfg) -> LessConfig:
             values[key] = int(raw) if fields[key] == "int" else raw
         except ValueError:
             raise UserError(f"--param {key}={raw} must be an integer") from None
-    return LessConfig(**values)
+    try:
+        return LessConfig(**values)
+    except ValueError as e:
+        raise UserError(str(e)) from None
 
 
 def identity(cfg) -> dict[str, str]:

@@ -10,8 +10,9 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
-from tselect import artifacts, lineage, progress, store
+from tselect import artifacts, identity, lineage, progress, store
 from tselect.errors import UserError
 from tselect.training import SAVERS, TrainConfig, canonical_adapter_config
 
@@ -37,6 +38,11 @@ class FinetuneConfig:
     """Row format of a --pool file (chat, alpaca, prompt); None = auto-detect."""
     train: TrainConfig = field(default_factory=TrainConfig)
     """Optimization settings (method, LoRA shape, lr, epochs, batch sizes, max_length, seed)."""
+
+    NOT_HASHED: ClassVar[dict[str, str]] = {
+        "selection": "artifact id in the inputs", "pool": "enters the id by content hash (inputs)",
+        "model": "enters the id by content fingerprint (inputs), never by path",
+        "fmt": "only parses the pool, whose content hash is an input"}
 
     def __post_init__(self):
         if self.selection == FULL and not self.pool:
@@ -68,10 +74,7 @@ def _training_set(cfg: FinetuneConfig, root: Path):
 def _hashed_config(cfg: FinetuneConfig) -> dict:
     # The data and the model enter the id through `inputs` (selection id / pool hash, model
     # fingerprint), so the same files under another path give the same id.
-    hashed = artifacts.config_dict(cfg)
-    for key in ("selection", "pool", "model", "fmt"):
-        hashed.pop(key)
-    return hashed
+    return identity.hashed(cfg)
 
 
 def _reporter(total_hint: int):

@@ -5,11 +5,12 @@ from __future__ import annotations
 import dataclasses
 import typing
 from dataclasses import dataclass
+from typing import ClassVar
 from pathlib import Path
 
 import numpy as np
 
-from tselect import artifacts, progress, store
+from tselect import artifacts, identity, progress, store
 from tselect.errors import UserError
 from tselect.select.inputs import SelectInputs
 from tselect.similarity import feature_similarity
@@ -32,6 +33,8 @@ class SelectConfig:
     """Score artifact id, for score-based selectors."""
     exclude: tuple[str, ...] = ()
     """Selection artifact ids whose examples must not be chosen (strict_random)."""
+
+    NOT_HASHED: ClassVar[dict[str, str]] = {}  # artifact ids are hashed here and in the inputs
 
 
 def parse_params(selector: str, pairs: tuple[tuple[str, str], ...]):
@@ -110,7 +113,7 @@ def run(cfg: SelectConfig, root: Path) -> str:
     budget = inp.n_pool if cfg.budget is None else cfg.budget
     if not 1 <= budget <= inp.n_pool:
         raise UserError(f"--budget {cfg.budget} is outside 1..{inp.n_pool} (the pool size); pass a smaller budget or omit it")
-    hashed = artifacts.config_dict(cfg)  # input artifacts enter through `ids`
+    hashed = identity.hashed(cfg)
     for key in ("features", "scores", "exclude"):
         hashed.pop(key)
     hashed["params"] = dataclasses.asdict(params)
@@ -177,12 +180,15 @@ class QuantileConfig:
     """Feature artifact id the ordering was made from."""
     order: str
     """Select artifact id of a whole-pool ordering (budget None)."""
-    bin: int
+    quantile_bin: int
     """Which bin to train on; 0 = nearest to the queries."""
     bins: int = 10
     """Contiguous bins the ordering is cut into."""
     per_bin: int = 500
     """Rows kept from the head of the bin."""
+
+    NOT_HASHED: ClassVar[dict[str, str]] = {"features": "artifact id in the inputs",
+                                            "order": "artifact id in the inputs (as source)"}
 
 
 def run_quantile(cfg: QuantileConfig, root: Path) -> str:
@@ -194,12 +200,12 @@ def run_quantile(cfg: QuantileConfig, root: Path) -> str:
     from tselect import lineage
 
     order = lineage.selection_indices(artifacts.resolve(root, cfg.order, stage="select"))
-    head = np.array_split(order, cfg.bins)[cfg.bin][: cfg.per_bin]  # int64[<= per_bin]
+    head = np.array_split(order, cfg.bins)[cfg.quantile_bin][: cfg.per_bin]  # int64[<= per_bin]
 
     def write(build: artifacts.Build) -> None:
-        store.write_indices(build.path / "indices.json", head, {"quantile_bin": cfg.bin, "bins": cfg.bins, "scores": None})
-        build.record(selector="quantile", n_selected=int(head.size), n_pool=int(order.size), quantile_bin=cfg.bin,
+        store.write_indices(build.path / "indices.json", head, {"quantile_bin": cfg.quantile_bin, "bins": cfg.bins, "scores": None})
+        build.record(selector="quantile", n_selected=int(head.size), n_pool=int(order.size), quantile_bin=cfg.quantile_bin,
                      bins=cfg.bins)
 
-    config = {"selector": "quantile", "quantile_bin": cfg.bin, "bins": cfg.bins, "per_bin": cfg.per_bin}
+    config = identity.hashed(cfg, selector="quantile")
     return artifacts.produce(root, "select", config, {"features": cfg.features, "source": cfg.order}, write)

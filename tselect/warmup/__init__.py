@@ -153,6 +153,11 @@ class WarmupConfig:
     fmt: str | None = None
     """Row format of a pool file (chat, alpaca, prompt); None = auto-detect."""
 
+    NOT_HASHED: ClassVar[dict[str, str]] = {
+        "pool": "enters the id by content hash (inputs)", "model": "enters the id by content fingerprint (inputs)",
+        "fmt": "only parses the pool, whose content hash is an input",
+        "preset": "resolved: the preset's WarmupRecipe contents are hashed, not its name"}
+
     def __post_init__(self):
         if self.preset not in WARMUP_PRESETS:
             raise ValueError(f"unknown --preset '{self.preset}'; choose one of {', '.join(WARMUP_PRESETS)}")
