@@ -501,7 +501,7 @@ def summarize(results: list[dict], a: argparse.Namespace, load_run: dict) -> dic
         met["C_over_B"] = ratios["C_over_B_interval16"] >= TARGETS["C_over_B"]
     sizes = {k: getattr(a, k) for k in ("n", "n_rad", "rad_sample", "b_examples", "b_max_blocks", "batch_size",
                                           "max_length", "dim", "dim_small", "rss_pools", "threads")}
-    sizes.update(lora="r=8 alpha=32 on q,k,v,o_proj (921,600 params), training.METHODS["lora"] with the warmup preset cpu",
+    sizes.update(lora="r=8 alpha=32 on q,k,v,o_proj (921,600 params), training.METHODS['lora'] with the warmup preset cpu",
                  model="builtin:smollm2 (SmolLM2-135M, fp32, CPU)", query_rows_rss=QUERY_ROWS)
     argv = sys.argv[2:] if sys.argv[1:2] == ["less"] else sys.argv[1:]
     return {"machine": machine(), "sizes": sizes, "targets": TARGETS, "ratios": ratios, "targets_met": met,

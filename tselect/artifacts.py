@@ -9,8 +9,6 @@ killed run never leaves a stale lock behind.
 
 from __future__ import annotations
 
-import dataclasses
-import fcntl
 import hashlib
 import json
 import os
@@ -18,13 +16,14 @@ import shutil
 import socket
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tselect import __version__
 from tselect.errors import UserError
+from tselect.files import atomic_write, flock, sha256_file
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
@@ -89,14 +88,6 @@ def exists(root: Path, aid: str) -> bool:
     return (final_dir(root, aid) / MANIFEST).is_file()
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def file_table(directory: Path) -> dict[str, dict[str, Any]]:
     """Every file under `directory` (except the manifest) → size and sha256."""
     table = {}
@@ -109,17 +100,13 @@ def file_table(directory: Path) -> dict[str, dict[str, Any]]:
 @contextmanager
 def locked(root: Path, aid: str) -> Iterator[None]:
     lock_path = final_dir(root, aid).with_suffix(".lock")
-    try:
-        lock_path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(lock_path, os.O_CREAT | os.O_RDWR, 0o644)
-    except OSError as e:
-        raise UserError(f"store directory {root} is not writable ({e.strerror}); pass --store DIR or set TSELECT_STORE to a writable directory") from None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+    with ExitStack() as held:
+        try:
+            lock_path.parent.mkdir(parents=True, exist_ok=True)
+            held.enter_context(flock(lock_path))
+        except OSError as e:
+            raise UserError(f"store directory {root} is not writable ({e.strerror}); pass --store DIR or set TSELECT_STORE to a writable directory") from None
         yield
-    finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
 
 
 def produce(root: Path, stage: str, config: dict[str, Any], inputs: dict[str, str],
@@ -175,9 +162,7 @@ def produce_shard(root: Path, stage: str, config: dict[str, Any], inputs: dict[s
             return aid, True
         part.mkdir(parents=True, exist_ok=True)
         if not (part / PENDING).is_file():  # tmp + rename: a reader never sees half a file
-            tmp = part / (PENDING + f".{os.getpid()}.tmp")
-            tmp.write_text(canonical_json({"stage": stage, "config": config, "inputs": inputs}))
-            os.replace(tmp, part / PENDING)
+            atomic_write(part / PENDING, canonical_json({"stage": stage, "config": config, "inputs": inputs}))
     build = Build(aid, stage, part)
     started = time.time()
     write(build)
@@ -200,8 +185,8 @@ def finish_if_complete(root: Path, aid: str, complete: Callable[[Path], bool], b
 
 
 def _sweep_temporaries(part: Path) -> None:
-    """Leftovers of a killed writer are not content: zarr's *.partial files, a stale manifest tmp."""
-    for p in list(part.rglob("*.partial")) + list(part.glob(PENDING + ".*.tmp")) + [part / (MANIFEST + ".tmp")]:
+    """Leftovers of a killed writer are not content: zarr's *.partial files, atomic writes' *.tmp."""
+    for p in list(part.rglob("*.partial")) + list(part.rglob("*.tmp")):
         p.unlink(missing_ok=True)
 
 
@@ -214,9 +199,7 @@ def _finish(build: Build, config: dict, inputs: dict, wall: float) -> None:
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "wall_time_s": round(wall, 3), "files": file_table(build.path),
     }
-    tmp = build.path / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str))
-    os.replace(tmp, build.path / MANIFEST)
+    atomic_write(build.path / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True, default=str))
     _fsync_dir(build.path)
     os.replace(build.path, final_dir(build.path.parent.parent, build.id))
     _fsync_dir(build.path.parent)

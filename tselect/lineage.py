@@ -11,6 +11,12 @@ from tselect.data import Dataset, load_dataset
 from tselect.errors import UserError
 
 
+def data_location(spec: str) -> str:
+    """How a record names data: builtin names as they are, files as absolute paths, so later
+    stages find them from any working directory."""
+    return spec if spec.startswith("builtin:") else str(Path(spec).resolve())
+
+
 def features_of(root: Path, art: artifacts.Artifact) -> artifacts.Artifact:
     """The feature artifact behind a selection (or the artifact itself if it is one)."""
     if art.stage == "featurize":

@@ -21,8 +21,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from tselect.errors import UserError
-
-IGNORE = -100
+from tselect.tokens import right_pad
 
 # Attention projections are LoRA's classic targets in these families; others get peft's
 # "all-linear" (every linear layer except the output head).
@@ -131,17 +130,7 @@ class _Collator:
         self.tokens_seen = 0
 
     def __call__(self, rows: list[dict[str, list[int]]]) -> dict[str, Any]:
-        import torch
-
-        width = max(len(r["input_ids"]) for r in rows)
-        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)  # [B, T]
-        mask = torch.zeros((len(rows), width), dtype=torch.long)  # [B, T]
-        labels = torch.full((len(rows), width), IGNORE, dtype=torch.long)  # [B, T]
-        for b, r in enumerate(rows):
-            n = len(r["input_ids"])
-            ids[b, :n] = torch.tensor(r["input_ids"])
-            mask[b, :n] = 1
-            labels[b, :n] = torch.tensor(r["labels"])
+        ids, mask, labels = right_pad([(r["input_ids"], r["labels"]) for r in rows], self.pad_id)  # [B, T] each
         self.tokens_seen += int(mask.sum())
         return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
@@ -330,13 +319,12 @@ _SET_VALUED = ("target_modules", "modules_to_save", "exclude_modules")
 def canonical_adapter_config(adapter_dir: Path) -> None:
     """Rewrite adapter_config.json with set-valued fields sorted, so identical runs give identical bytes."""
     import json
-    import os
+
+    from tselect.files import atomic_write
 
     path = Path(adapter_dir) / "adapter_config.json"
     config = json.loads(path.read_text())
     for key in _SET_VALUED:
         if isinstance(config.get(key), list) and all(isinstance(v, str) for v in config[key]):
             config[key] = sorted(config[key])
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(config, indent=2, sort_keys=True))  # peft's own layout
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(config, indent=2, sort_keys=True))  # peft's own layout

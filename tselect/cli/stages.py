@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from tselect.cli.app import StoreOpt, app, emit, make, root
+from tselect.cli.app import StoreOpt, app, emit, make, parse_share, root
 from tselect.errors import UserError
 
 
@@ -61,13 +61,7 @@ def resolve_shard(text: str | None) -> tuple[int, int]:
             text = f"{int(env['SLURM_ARRAY_TASK_ID']) - first}/{env['SLURM_ARRAY_TASK_COUNT']}"
         else:
             return (0, 1)
-    try:
-        i, n = (int(x) for x in text.split("/"))
-    except ValueError:
-        raise UserError(f"--shard '{text}' must look like i/N, e.g. --shard 0/4") from None
-    if not (n >= 1 and 0 <= i < n):
-        raise UserError(f"--shard {text}: need 0 <= i < N")
-    return (i, n)
+    return parse_share(text, "--shard")
 
 
 @app.command()

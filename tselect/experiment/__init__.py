@@ -67,18 +67,6 @@ def plan(spec: Spec, n_pool: int) -> list[Cell]:
     return cells
 
 
-def parse_part(text: str | None) -> tuple[int, int] | None:
-    if text is None:
-        return None
-    try:
-        i, n = (int(x) for x in text.split("/"))
-    except ValueError:
-        raise UserError(f"--part {text!r} must look like i/N, e.g. --part 0/2") from None
-    if not (n >= 1 and 0 <= i < n):
-        raise UserError(f"--part {text}: need N >= 1 and 0 <= i < N, e.g. --part 1/2")
-    return i, n
-
-
 # --- the stages, called in-process and memoized per run ---------------------------------------
 
 class Stages:

@@ -12,6 +12,7 @@ from tselect.errors import UserError
 from tselect.featurize import embed, less, rds, vectors
 from tselect.featurize.common import SHARD
 from tselect.featurize.config import FeaturizeConfig
+from tselect.lineage import data_location
 
 
 @dataclass(frozen=True)
@@ -74,10 +75,6 @@ def _hashed_config(cfg: FeaturizeConfig) -> dict:
     return identity.hashed(cfg)
 
 
-def _where(spec: str) -> str:
-    """Builtin names as they are; files as absolute paths so later stages find them from any cwd."""
-    return spec if spec.startswith("builtin:") else str(Path(spec).resolve())
-
 
 def run(cfg: FeaturizeConfig, root: Path, shard: tuple[int, int] = (0, 1)) -> str:
     """Featurize (or find) the artifact; with shard=(i, N) compute only chunks c ≡ i (mod N)."""
@@ -103,7 +100,7 @@ def run(cfg: FeaturizeConfig, root: Path, shard: tuple[int, int] = (0, 1)) -> st
         with store.group_lock(group):  # every shard computes the same attrs; writes are serialized
             store.set_attrs(group, {"representation": cfg.rep, "model": cfg.model, "n_pool": len(pool),
                                     "n_query": len(query), **attrs})
-        build.record(pool=_where(cfg.pool), query=_where(cfg.query), n_pool=len(pool), n_query=len(query),
+        build.record(pool=data_location(cfg.pool), query=data_location(cfg.query), n_pool=len(pool), n_query=len(query),
                      query_subtasks=[ex.meta.get("subtask") for ex in query.examples])
 
     if shard == (0, 1):

@@ -216,7 +216,8 @@ def run(cfg, pool: Dataset, query: Dataset, group: Path) -> dict:
     Rows without label tokens (e.g. the response truncated away) have a zero gradient and
     are stored as zero rows, which score 0 against every query; attrs count them.
     """
-    from tselect.data.tokenize import IGNORE, encode_example
+    from tselect.data.tokenize import encode_example
+    from tselect.tokens import IGNORE
     from tselect.models import load_tokenizer, resolve_model
 
     lc = less_config(cfg)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
 
 from tselect.data.types import Dataset
 from tselect.errors import UserError
+from tselect.files import sha256_file
 from tselect.featurize.common import write_unit_rows
 from tselect.featurize.config import FeaturizeConfig
 
@@ -34,11 +34,7 @@ def identity(cfg: FeaturizeConfig) -> dict[str, str]:
     def digest(path: str | None) -> str:
         if not path or not Path(path).is_file():
             raise UserError("--rep vectors needs existing --pool-vectors and --query-vectors .npy files")
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-        return h.hexdigest()[:16]
+        return sha256_file(Path(path))[:16]
 
     return {"pool_vectors": digest(cfg.pool_vectors), "query_vectors": digest(cfg.query_vectors)}
 

@@ -51,9 +51,6 @@ class FinetuneConfig:
             raise ValueError(f"--budget must be >= 1, got {self.budget}")
 
 
-def _where(spec: str) -> str:
-    return spec if spec.startswith("builtin:") else str(Path(spec).resolve())
-
 
 def _training_set(cfg: FinetuneConfig, root: Path):
     """(examples to train on, input ids for the artifact id, facts to record)."""
@@ -62,7 +59,7 @@ def _training_set(cfg: FinetuneConfig, root: Path):
     if cfg.selection == FULL:
         pool = load_dataset(cfg.pool, cfg.fmt)
         n = len(pool) if cfg.budget is None else min(cfg.budget, len(pool))
-        return pool.examples[:n], {"pool": pool.content_hash}, {"pool": _where(cfg.pool), "n_pool": len(pool)}
+        return pool.examples[:n], {"pool": pool.content_hash}, {"pool": lineage.data_location(cfg.pool), "n_pool": len(pool)}
     sel = artifacts.resolve(root, cfg.selection, stage="select")
     pool = lineage.load_pool(root, sel)
     order = lineage.selection_indices(sel, cfg.budget)
@@ -135,7 +132,7 @@ def run(cfg: FinetuneConfig, root: Path) -> str:
         enc = _encode_checked(cfg, examples, ref)
 
     def write(build: artifacts.Build) -> None:
-        build.record(model=cfg.model if cfg.model is None else _where(cfg.model), model_path=str(ref.path),
+        build.record(model=cfg.model if cfg.model is None else lineage.data_location(cfg.model), model_path=str(ref.path),
                      n_selected=len(examples), **facts)
         _train_and_write(cfg, enc if enc is not None else _encode_checked(cfg, examples, ref), ref, build)
 

@@ -20,6 +20,7 @@ from tselect import artifacts, identity, progress, store
 from tselect.data import load_dataset
 from tselect.data.types import Dataset
 from tselect.errors import UserError
+from tselect.lineage import data_location
 from tselect.scores import ifd, judge, length, miwv
 from tselect.scores.common import column
 
@@ -76,9 +77,6 @@ STRATEGIES: dict[str, Strategy] = {
 }
 
 
-def _where(spec: str) -> str:
-    return spec if spec.startswith("builtin:") else str(Path(spec).resolve())
-
 
 def _features(cfg: ScoreConfig, root: Path, pool: Dataset):
     """(feature artifact, opened features), refused unless they describe this very pool."""
@@ -119,7 +117,7 @@ def run(cfg: ScoreConfig, root: Path) -> str:
             "columns": {name: column(values) for name, values in result.columns.items()}})
         build.record(wall_s=round(time.time() - started, 3), n=len(pool), tokens=int(result.tokens),
                      n_dropped=int(np.isnan(scores).sum()), strategy=cfg.strategy,
-                     model=cfg.model or DEFAULT_MODEL, pool=_where(cfg.pool))
+                     model=cfg.model or DEFAULT_MODEL, pool=data_location(cfg.pool))
 
     aid = artifacts.produce(root, "scores", hashed, inputs, write)
     progress.note(f"score {cfg.strategy}: {len(pool)} pool examples → {aid}")
