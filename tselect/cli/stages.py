@@ -23,7 +23,7 @@ def parse_pairs(items: list[str] | None) -> tuple[tuple[str, str], ...]:
 
 @app.command()
 def featurize(
-    rep: Annotated[str, typer.Option(help="Representation: embed, rds, vectors, less")],
+    rep: Annotated[str, typer.Option(help="Representation (list them with `tselect representations`)")],
     pool: Annotated[str, typer.Option(help="Pool: builtin:pool, builtin:pool-small, JSONL or save_to_disk dir")] = "builtin:pool",
     query: Annotated[str, typer.Option(help="Query set: builtin:sciq, builtin:piqa, builtin:arc_easy or a file")] = "builtin:sciq",
     model: Annotated[str | None, typer.Option(help="Local HF model dir (rds/less) or sentence-transformers dir (embed); default embedded")] = None,
@@ -62,6 +62,15 @@ def resolve_shard(text: str | None) -> tuple[int, int]:
         else:
             return (0, 1)
     return parse_share(text, "--shard")
+
+
+@app.command()
+def representations():
+    """List representations: whether they run the LM, rough CPU seconds per row, and what they are."""
+    from tselect.featurize import REPRESENTATIONS
+
+    for name, r in REPRESENTATIONS.items():
+        typer.echo(f"{name:10s} {'LM ' if r.uses_lm else '   '} ~{r.cost:g} s/row  {r.summary}")
 
 
 @app.command()

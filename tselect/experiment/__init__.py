@@ -280,14 +280,17 @@ def _collect(spec: Spec, root: Path, cells: list[Cell], ident) -> str:
 
 # Rough seconds per unit on a quiet 2-core CPU with the embedded 135M model at ~128 tokens;
 # an [estimate] table in the TOML overrides them (e.g. with GPU numbers).
-COSTS = {"train_example": 0.6, "eval_item": 0.35, "query_row": 0.1, "stage_overhead": 6.0,
-         "featurize_row": {"embed": 0.01, "rds": 0.2, "less": 2.4, "vectors": 0.0}, "query_rows": 32}
+# Featurize seconds per row come from each representation's registry entry (`cost`).
+COSTS = {"train_example": 0.6, "eval_item": 0.35, "query_row": 0.1, "stage_overhead": 6.0, "query_rows": 32}
 
 
 def estimate(spec: Spec, cells: list[Cell], n_pool: int) -> dict[str, float]:
     """Work counts and a rough wall-time estimate (seconds) for a list of cells."""
+    from tselect.featurize import REPRESENTATIONS
+
     c = {**COSTS, **spec.estimate}
-    per_row = {**COSTS["featurize_row"], **spec.estimate.get("featurize_row", {})}
+    per_row = {**{name: r.cost for name, r in REPRESENTATIONS.items()}, **spec.estimate.get("featurize_row", {})}
+    shared = {name for name, r in REPRESENTATIONS.items() if r.shares_pool}
     epochs = int(spec.train.get("epochs", 2))
     limit = spec.evaluate.get("limit")
     q = spec.quantile
@@ -300,10 +303,11 @@ def estimate(spec: Spec, cells: list[Cell], n_pool: int) -> dict[str, float]:
     n_eval = sum(len(cl.targets) for cl in cells)
     items = n_eval * (limit or 500)
     queries = n_eval * min(limit or c["query_rows"], c["query_rows"])
-    # LESS pool gradients are computed once per pool and copied for every further target.
+    # Pool rows of a `shares_pool` representation (LESS) are computed once per pool, copied for every further target.
     pool_rows = {rep: n_pool * per_row.get(rep, 0.2) for rep, _ in feats}
     feat_rows = (sum(c["query_rows"] * per_row.get(rep, 0.2) for rep, _ in feats)
-                 + sum(pool_rows[rep] for rep, _ in feats if rep != "less") + pool_rows.get("less", 0.0))
+                 + sum(pool_rows[rep] for rep, _ in feats if rep not in shared)
+                 + sum(pool_rows[rep] for rep in shared if rep in pool_rows))
     seconds = (train_rows * c["train_example"] + items * c["eval_item"] + queries * c["query_row"]
                + (len(trained) + n_eval + len(feats)) * c["stage_overhead"] + feat_rows)
     return {"cells": len(cells), "featurize": len(feats), "finetunes": len(trained), "train_example_epochs": train_rows,

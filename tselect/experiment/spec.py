@@ -26,7 +26,6 @@ from typing import Any, ClassVar
 from tselect import identity
 from tselect.errors import UserError
 
-LM_REPS = ("rds", "less")  # representations that run the base LM: they default to [experiment] model
 MIN_RANDOM_SEEDS = 3
 EXPERIMENT_KEYS = ("name", "pool", "model", "targets", "representations", "selectors", "budgets", "seeds",
                    "random_seeds", "full", "full_seeds", "full_max_pool")
@@ -77,7 +76,8 @@ class Spec:
         from tselect.featurize.config import FeaturizeConfig
 
         opts = {**self.featurize, **self.rep_options.get(rep, {})}
-        model = opts.pop("model", self.model if rep in LM_REPS else None)
+        uses_lm = rep in REPRESENTATIONS and REPRESENTATIONS[rep].uses_lm  # the LM reps default to [experiment] model
+        model = opts.pop("model", self.model if uses_lm else None)
         params = opts.pop("params", None) or {}
         if isinstance(opts.get("query_vectors"), dict):
             opts["query_vectors"] = _lookup(opts["query_vectors"], target, f"[featurize.{rep}] query_vectors")

@@ -17,10 +17,17 @@ from tselect.lineage import data_location
 
 @dataclass(frozen=True)
 class Representation:
-    identity: Callable[[FeaturizeConfig], dict[str, str]]  # model fingerprints for the id
+    """A registry entry: everything the stage, the experiment runner and the CLI know of a representation."""
+
+    identity: Callable[[FeaturizeConfig], dict[str, str]]  # content identities for the id (model fingerprints, ...)
     run: Callable  # (cfg, pool, query, group_path) -> attrs (dim, checkpoints, weights, ...)
     summary: str
     shape: Callable[[FeaturizeConfig], tuple[int, int]]  # (dim, checkpoints) before any work
+    uses_lm: bool = False  # runs the base LM: an experiment's [experiment] model is its default --model
+    cost: float = 0.0  # rough CPU seconds per row, for `tselect run --dry-run` ([estimate] overrides it)
+    params: Callable[[FeaturizeConfig], object] | None = None  # parses cfg.params (UserError); None = takes none
+    extra_bytes: int = 0  # disk beyond the feature rows (LESS: warmup checkpoints), for the space check
+    shares_pool: bool = False  # pool rows are computed once per pool and copied for further query sets
 
 
 def _config_width(path: Path, key: str = "hidden_size") -> int:
@@ -60,12 +67,14 @@ def _less_shape(cfg: FeaturizeConfig) -> tuple[int, int]:
 
 REPRESENTATIONS: dict[str, Representation] = {
     "embed": Representation(embed.identity, embed.run, "sentence embeddings (all-MiniLM-L6-v2 by default)",
-                            _embed_shape),
-    "rds": Representation(rds.identity, rds.run, "RDS+: position-weighted mean of last hidden states", _rds_shape),
+                            _embed_shape, cost=0.01),
+    "rds": Representation(rds.identity, rds.run, "RDS+: position-weighted mean of last hidden states", _rds_shape,
+                          uses_lm=True, cost=0.2),
     "vectors": Representation(vectors.identity, vectors.run, "bring your own .npy vectors", _vectors_shape),
     "less": Representation(less.identity, less.run,
                            "LESS: Adam-preconditioned, projected LoRA gradients over warmup checkpoints",
-                           _less_shape),
+                           _less_shape, uses_lm=True, cost=2.4, params=less.less_config, extra_bytes=64 << 20,
+                           shares_pool=True),
 }
 
 
@@ -81,8 +90,10 @@ def run(cfg: FeaturizeConfig, root: Path, shard: tuple[int, int] = (0, 1)) -> st
     if cfg.rep not in REPRESENTATIONS:
         raise UserError(f"unknown representation '{cfg.rep}'; choose one of {', '.join(REPRESENTATIONS)}")
     rep = REPRESENTATIONS[cfg.rep]
-    if cfg.params and cfg.rep != "less":
+    if cfg.params and rep.params is None:
         raise UserError(f"--rep {cfg.rep} takes no --param options (got {cfg.params[0][0]}); drop them")
+    if rep.params is not None:
+        rep.params(cfg)  # bad options fail before any data is read
     pool, query = load_dataset(cfg.pool, cfg.fmt), load_dataset(cfg.query, cfg.fmt)
     inputs = {"pool": pool.content_hash, "query": query.content_hash, **rep.identity(cfg)}
     if not artifacts.exists(root, artifacts.compute_id("featurize", _hashed_config(cfg), inputs)):
@@ -119,9 +130,7 @@ def _check_space(root: Path, cfg: FeaturizeConfig, rep: Representation, n_rows: 
     import shutil
 
     dim, ckpts = rep.shape(cfg)
-    need = int(n_rows * dim * (2 if cfg.dtype == "float16" else 4) * ckpts * 1.05) + (8 << 20)
-    if cfg.rep == "less":
-        need += 64 << 20  # warmup checkpoints: adapters and Adam moments
+    need = int(n_rows * dim * (2 if cfg.dtype == "float16" else 4) * ckpts * 1.05) + (8 << 20) + rep.extra_bytes
     probe = Path(root).resolve()
     while not probe.exists():
         probe = probe.parent
