@@ -4,6 +4,7 @@ to unsharded, bad --param options as one line."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -88,3 +89,20 @@ def test_bad_params_are_one_line(name, data, tmp_path):
         run(config(name, data, params=(("bogus", "1"),)), tmp_path)
     assert "bogus" in str(e.value) and "\n" not in str(e.value)
     assert not list(tmp_path.glob("featurize/*.part"))  # nothing half-made
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if n != "toy" and REPRESENTATIONS[n].shares_pool])
+def test_pool_rows_are_copied_for_another_query_set(name, data, tmp_path, monkeypatch):
+    import sys
+
+    d, _ = data
+    first = run(config(name, data), tmp_path)
+    (d / "query2.jsonl").write_text(json.dumps({"prompt": "What do bees make?", "completion": "Honey."}) + "\n")
+    module = sys.modules[REPRESENTATIONS[name].run.__module__]
+    computed, real = [], module.write_unit_rows
+    monkeypatch.setattr(module, "write_unit_rows", lambda group, part, *a, **k: (computed.append(part), real(group, part, *a, **k)))
+    other = dataclasses.replace(config(name, data), query=str(d / "query2.jsonl"))
+    second = run(other, tmp_path)
+    assert second != first and "pool" not in computed and "query" in computed  # pool rows came from the store
+    a, b = (store.open_features(artifacts.final_dir(tmp_path, x)) for x in (first, second))
+    assert [np.asarray(p[:]).tobytes() for p in b.pools] == [np.asarray(p[:]).tobytes() for p in a.pools]

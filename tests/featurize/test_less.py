@@ -31,10 +31,13 @@ class Cfg:  # the FeaturizeConfig fields less reads, plus the proposed `params`
 
 
 def featurize(root, cfg, pool, query) -> str:
+    from tselect.featurize import REPRESENTATIONS, _prerequisites
+
     def write(build):
         group = build.path / store.FEATURES
         store.open_group(group)
-        store.set_attrs(group, less.run(cfg, pool, query, group))
+        nested = _prerequisites(root, REPRESENTATIONS["less"], cfg, pool)  # warmup + pool donor, as the stage does
+        store.set_attrs(group, less.run(cfg, pool, query, group, **nested))
 
     inputs = {"pool": pool.content_hash, "query": query.content_hash, **less.identity(cfg)}
     return artifacts.produce(root, "featurize", {"rep": "less"}, inputs, write, resume=True)

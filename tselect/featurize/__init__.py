@@ -28,6 +28,8 @@ class Representation:
     params: Callable[[FeaturizeConfig], object] | None = None  # parses cfg.params (UserError); None = takes none
     extra_bytes: int = 0  # disk beyond the feature rows (LESS: warmup checkpoints), for the space check
     shares_pool: bool = False  # pool rows are computed once per pool and copied for further query sets
+    warmup: Callable[[FeaturizeConfig], object] | None = None  # recipe of a nested warmup artifact, if one is needed
+    pool_key: Callable | None = None  # (cfg, pool, warmup_id) -> key: equal keys = byte-identical pool rows
 
 
 def _config_width(path: Path, key: str = "hidden_size") -> int:
@@ -74,7 +76,7 @@ REPRESENTATIONS: dict[str, Representation] = {
     "less": Representation(less.identity, less.run,
                            "LESS: Adam-preconditioned, projected LoRA gradients over warmup checkpoints",
                            _less_shape, uses_lm=True, cost=2.4, params=less.less_config, extra_bytes=64 << 20,
-                           shares_pool=True),
+                           shares_pool=True, warmup=less.warmup_recipe, pool_key=less.pool_key_for),
 }
 
 
@@ -105,7 +107,7 @@ def run(cfg: FeaturizeConfig, root: Path, shard: tuple[int, int] = (0, 1)) -> st
             store.open_group(group)  # create the root group before arrays
         token = SHARD.set(shard)
         try:
-            attrs = rep.run(cfg, pool, query, group)
+            attrs = rep.run(cfg, pool, query, group, **_prerequisites(root, rep, cfg, pool))
         finally:
             SHARD.reset(token)
         with store.group_lock(group):  # every shard computes the same attrs; writes are serialized
@@ -123,6 +125,41 @@ def run(cfg: FeaturizeConfig, root: Path, shard: tuple[int, int] = (0, 1)) -> st
             return aid
     progress.note(f"featurize {cfg.rep}: {len(pool)} pool × {len(query)} query examples → {aid}")
     return aid
+
+
+def _prerequisites(root: Path, rep: Representation, cfg: FeaturizeConfig, pool) -> dict:
+    """Nested artifacts and store discovery are the stage's: a representation never sees the store.
+
+    A representation with a `warmup` recipe gets the finished, verified warmup (id, dir); one with
+    a `pool_key` also gets `donor`, a finished feature group of the same key to copy pool rows from.
+    """
+    if rep.warmup is None:
+        return {}
+    from tselect.warmup import produce_warmup, verify_warmup
+
+    wid = produce_warmup(root, cfg.model, pool, rep.warmup(cfg))
+    verify_warmup(root, wid)
+    out = {"warmup": (wid, Path(root) / "warmup" / wid)}
+    if rep.pool_key is not None:
+        out["donor"] = _pool_donor(root, rep.pool_key(cfg, pool, wid))
+    return out
+
+
+def _pool_donor(root: Path, key: str) -> Path | None:
+    """A finished feature group in the store with the same pool rows (another query set), if any.
+
+    Pool gradients cost N x checkpoints backward passes and do not depend on the queries, so
+    featurizing a second target against the same pool and warmup copies them instead.
+    """
+    for final in sorted((Path(root) / "featurize").glob("featurize-*")):
+        if final.suffix == ".part" or not artifacts.exists(root, final.name):
+            continue
+        try:
+            if store.open_group(final / store.FEATURES, mode="r").attrs.get("pool_key") == key:
+                return final / store.FEATURES
+        except (OSError, ValueError, KeyError):
+            continue  # unreadable artifacts are `tselect verify`'s business, not a donor
+    return None
 
 
 def _check_space(root: Path, cfg: FeaturizeConfig, rep: Representation, n_rows: int) -> None:

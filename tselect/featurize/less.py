@@ -4,8 +4,8 @@ plain for the queries — L2-normalized, with checkpoint weights w_t ∝ mean le
 Cosine similarity of these rows, summed over checkpoints with weights w_t, is the LESS
 influence score Σ_t w_t cos(∇ℓ(q; θ_t), Γ(x; θ_t)). Gradients come from one batched
 forward/backward per batch (grads.py) and are projected inside the backward hooks, so the
-[B, P] gradient never exists. The warmup adapter is its own artifact (warmup.py), shared by
-every query set featurized against the same pool.
+[B, P] gradient never exists. The warmup adapter is its own artifact (tselect.warmup), made by
+the featurize stage and shared by every query set featurized against the same pool.
 
 Options come from FeaturizeConfig `params` (("key", "value") pairs, like select's --param):
 projection, dim, proj_seed, adam, warmup. torch is imported inside functions.
@@ -24,7 +24,7 @@ import numpy as np
 from tselect.data.types import Dataset
 from tselect.errors import UserError
 from tselect.featurize.common import copy_rows, write_unit_rows
-from tselect.warmup import WARMUP_PRESETS, load_checkpoint, produce_warmup, read_checkpoints
+from tselect.warmup import WARMUP_PRESETS, load_checkpoint, read_checkpoints
 
 
 @dataclass(frozen=True)
@@ -94,22 +94,14 @@ def identity(cfg) -> dict[str, str]:
     return {"model": resolve_model(cfg.model).fingerprint, "less": json.dumps(resolved, sort_keys=True)}
 
 
-def store_root_of(group: Path) -> Path:
-    """The store root from a feature group at <root>/featurize/<id>.part/features.zarr."""
-    part = Path(group).parent
-    if part.suffix != ".part" or part.parent.name != "featurize":
-        raise ValueError(f"{group} is not inside <store>/featurize/<id>.part; cannot place the warmup artifact")
-    return part.parent.parent
+def warmup_recipe(cfg):
+    """The recipe of the nested warmup artifact (the featurize stage makes it before `run`)."""
+    return WARMUP_PRESETS[less_config(cfg).warmup]
 
 
-def _check_warmup(root: Path, warmup_id: str) -> None:
-    """A corrupt checkpoint (truncated adapter, flipped bytes in the moments) is never used."""
-    from tselect import artifacts
-
-    problems = artifacts.verify(artifacts.resolve(root, warmup_id, stage="warmup"))
-    if problems:
-        raise UserError(f"warmup {warmup_id} is corrupt ({problems[0]}); remove it with `tselect rm {warmup_id}` "
-                        "and rerun featurize, which retrains it")
+def pool_key_for(cfg, pool: Dataset, warmup_id: str) -> str:
+    """pool_key from a FeaturizeConfig (the stage looks for a donor with it)."""
+    return pool_key(cfg, less_config(cfg), warmup_id, pool)
 
 
 def gradient_rows(model, rows, pad_id: int, batch_size: int, projector, transform=None,
@@ -175,25 +167,6 @@ def pool_key(cfg, lc: LessConfig, warmup_id: str, pool: Dataset) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]
 
 
-def _pool_donor(root: Path, key: str) -> Path | None:
-    """A finished feature group in the store with the same pool rows (another query set), if any.
-
-    Pool gradients cost N x checkpoints backward passes and do not depend on the queries, so
-    featurizing a second target against the same pool and warmup copies them instead.
-    """
-    from tselect import artifacts, store
-
-    for final in sorted((Path(root) / "featurize").glob("featurize-*")):
-        if final.suffix == ".part" or not artifacts.exists(root, final.name):
-            continue
-        try:
-            if store.open_group(final / store.FEATURES, mode="r").attrs.get("pool_key") == key:
-                return final / store.FEATURES
-        except (OSError, ValueError, KeyError):
-            continue  # unreadable artifacts are `tselect verify`'s business, not a donor
-    return None
-
-
 def _featurize_checkpoint(cfg, lc: LessConfig, ckpt: _Checkpoint, encoded: dict[str, list], out: Path,
                           donor: Path | None) -> None:
     from tselect import store
@@ -210,27 +183,25 @@ def _featurize_checkpoint(cfg, lc: LessConfig, ckpt: _Checkpoint, encoded: dict[
         write_unit_rows(out, name, len(encoded[name]), lc.dim, cfg.dtype, fn, label)
 
 
-def run(cfg, pool: Dataset, query: Dataset, group: Path) -> dict:
-    """The `less` representation: warmup (reused if present), then features per checkpoint.
+def run(cfg, pool: Dataset, query: Dataset, group: Path, warmup: tuple[str, Path], donor: Path | None = None) -> dict:
+    """The `less` representation: features per checkpoint of a finished, verified warmup.
 
-    Rows without label tokens (e.g. the response truncated away) have a zero gradient and
-    are stored as zero rows, which score 0 against every query; attrs count them.
+    The featurize stage makes the warmup (id, directory) and finds `donor`, a finished feature
+    group with the same pool_key whose pool rows are copied instead of recomputed. Rows without
+    label tokens (e.g. the response truncated away) have a zero gradient and are stored as zero
+    rows, which score 0 against every query; attrs count them.
     """
     from tselect.data.tokenize import encode_example
-    from tselect.tokens import IGNORE
     from tselect.models import load_tokenizer, resolve_model
+    from tselect.tokens import IGNORE
 
     lc = less_config(cfg)
-    root = store_root_of(group)
-    warmup_id = produce_warmup(root, cfg.model, pool, WARMUP_PRESETS[lc.warmup])
-    warmup_dir = root / "warmup" / warmup_id
-    _check_warmup(root, warmup_id)
+    warmup_id, warmup_dir = warmup
     ckpts = read_checkpoints(warmup_dir)
     tok = load_tokenizer(resolve_model(cfg.model))
     encoded = {name: [encode_example(ex, tok, cfg.max_length) for ex in data.examples]
                for name, data in (("query", query), ("pool", pool))}
     key = pool_key(cfg, lc, warmup_id, pool)
-    donor = _pool_donor(root, key)
     for c in ckpts:
         _featurize_checkpoint(cfg, lc, _Checkpoint(cfg.model, warmup_dir / c["name"]), encoded,
                               Path(group) / c["name"], donor)

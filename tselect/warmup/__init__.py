@@ -170,6 +170,14 @@ def run(cfg: WarmupConfig, root: Path) -> str:
     return produce_warmup(root, cfg.model, load_dataset(cfg.pool, cfg.fmt), WARMUP_PRESETS[cfg.preset])
 
 
+def verify_warmup(root: Path, warmup_id: str) -> None:
+    """A corrupt checkpoint (truncated adapter, flipped bytes in the moments) is never used."""
+    problems = artifacts.verify(artifacts.resolve(root, warmup_id, stage="warmup"))
+    if problems:
+        raise UserError(f"warmup {warmup_id} is corrupt ({problems[0]}); remove it with `tselect rm {warmup_id}` "
+                        "and rerun featurize, which retrains it")
+
+
 def read_checkpoints(warmup_dir: Path) -> list[dict]:
     """[{name, step, epoch, mean_lr, loss}] of a finished warmup artifact, in epoch order."""
     return store.read_json(Path(warmup_dir) / "checkpoints.json")
