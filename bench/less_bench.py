@@ -36,7 +36,7 @@ torch.set_num_threads(--threads), after one untimed 2-row warm-up batch. Cases:
              (generation amortized over --b-examples) and at LESS's own interval of 16
              (amortized over 16) — the latter, kinder to B, is what C/B uses.
   rss@pool   peak RSS and time of one warmup checkpoint through the product's featurize path,
-             `less._featurize_checkpoint` (what `tselect featurize --rep less` runs per warmup
+             `less.checkpoint_rows` + `featurize.write_checkpoint` (what `tselect featurize --rep less` runs per warmup
              checkpoint: load base + adapter + moments by name, query rows plain, pool rows
              Adam, `write_unit_rows` into a zarr group) on an N-row slice of the same sample plus
              4 builtin:sciq query rows, in a fresh process. The checkpoint is a real one written
@@ -394,7 +394,7 @@ def make_checkpoint(a: argparse.Namespace) -> None:
 
 
 def measure_write(a: argparse.Namespace) -> dict:
-    """One checkpoint of `less.run`: query + pool rows through `_featurize_checkpoint`."""
+    """One LESS checkpoint through the product's path: `less.checkpoint_rows` + `featurize.write_checkpoint`."""
     import numpy as np
     import torch
 
@@ -402,7 +402,8 @@ def measure_write(a: argparse.Namespace) -> dict:
     from tselect.data import load_dataset
     from tselect.data.tokenize import encode_example
     from tselect.featurize.config import FeaturizeConfig
-    from tselect.featurize.less import _Checkpoint, _featurize_checkpoint, less_config
+    from tselect.featurize import write_checkpoint
+    from tselect.featurize.less import _Checkpoint, checkpoint_rows, less_config
     from tselect.models import load_tokenizer, resolve_model
 
     torch.set_num_threads(a.threads)
@@ -418,8 +419,8 @@ def measure_write(a: argparse.Namespace) -> dict:
         group = Path(tmp) / store.FEATURES
         store.open_group(group)
         t0 = time.perf_counter()
-        _featurize_checkpoint(cfg, lc, _Checkpoint(None, a.data / "ckpt-1"), {"query": query, "pool": pool},
-                              group / "ckpt-1")
+        ck = checkpoint_rows(cfg, lc, _Checkpoint(None, a.data / "ckpt-1"), {"query": query, "pool": pool}, "ckpt-1")
+        write_checkpoint(group, ck, (len(query), len(pool)), cfg.dtype, "less ckpt-1")
         seconds = time.perf_counter() - t0
         import zarr
 
@@ -552,7 +553,7 @@ def markdown(doc: dict) -> str:
                          f"{r['setup_seconds']:.1f} s, not counted.")
     rss = [r for r in doc["cases"] if r["kind"] == "rss"]
     if rss:
-        lines += ["", f"Featurize write path, one warmup checkpoint (`less._featurize_checkpoint`, dim {s['dim']}, "
+        lines += ["", f"Featurize write path, one warmup checkpoint (`less.checkpoint_rows` + `featurize.write_checkpoint`, dim {s['dim']}, "
                   f"{rss[0]['query']} query rows, fresh process each):", "",
                   "| pool rows | longest row (tok) | seconds incl. model load | rows/s | peak RSS MB | unit rows | load 1m before→after |",
                   "|---:|---:|---:|---:|---:|---|---|"]

@@ -98,7 +98,7 @@ def test_pool_rows_are_copied_for_another_query_set(name, data, tmp_path, monkey
     d, _ = data
     first = run(config(name, data), tmp_path)
     (d / "query2.jsonl").write_text(json.dumps({"prompt": "What do bees make?", "completion": "Honey."}) + "\n")
-    module = sys.modules[REPRESENTATIONS[name].run.__module__]
+    module = sys.modules["tselect.featurize"]  # the stage does all writing
     computed, real = [], module.write_unit_rows
     monkeypatch.setattr(module, "write_unit_rows", lambda group, part, *a, **k: (computed.append(part), real(group, part, *a, **k)))
     other = dataclasses.replace(config(name, data), query=str(d / "query2.jsonl"))

@@ -31,13 +31,17 @@ class Cfg:  # the FeaturizeConfig fields less reads, plus the proposed `params`
 
 
 def featurize(root, cfg, pool, query) -> str:
-    from tselect.featurize import REPRESENTATIONS, _prerequisites
+    from tselect.featurize import REPRESENTATIONS, _prerequisites, write_checkpoint
 
-    def write(build):
+    def write(build):  # what the featurize stage does, for a config that is not a FeaturizeConfig
         group = build.path / store.FEATURES
         store.open_group(group)
-        nested = _prerequisites(root, REPRESENTATIONS["less"], cfg, pool)  # warmup + pool donor, as the stage does
-        store.set_attrs(group, less.run(cfg, pool, query, group, **nested))
+        nested = _prerequisites(root, REPRESENTATIONS["less"], cfg, pool)  # the warmup and a pool donor
+        donor = nested.pop("donor", None)
+        attrs, checkpoints = less.rows(cfg, pool, query, **nested)
+        for ck in checkpoints:
+            write_checkpoint(group, ck, (len(query), len(pool)), cfg.dtype, f"less {ck.name}", donor)
+        store.set_attrs(group, attrs)
 
     inputs = {"pool": pool.content_hash, "query": query.content_hash, **less.identity(cfg)}
     return artifacts.produce(root, "featurize", {"rep": "less"}, inputs, write, resume=True)

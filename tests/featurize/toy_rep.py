@@ -3,12 +3,10 @@ module plus one line in REPRESENTATIONS. The contract tests then cover it like t
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
 from tselect.featurize import Representation
-from tselect.featurize.common import write_unit_rows
+from tselect.featurize.common import Checkpoint
 
 
 def _counts(texts: list[str]) -> np.ndarray:
@@ -25,12 +23,10 @@ def shape(cfg) -> tuple[int, int]:
     return 4, 1
 
 
-def run(cfg, pool, query, group: Path) -> dict:
-    for name, data in (("query", query), ("pool", pool)):
-        texts = [ex.text for ex in data.examples]
-        write_unit_rows(group / "0", name, len(texts), 4, cfg.dtype,
-                        lambda s, e, advance, t=texts: _counts(t[s:e]), f"toy {name}")
-    return {"dim": 4, "checkpoints": ["0"], "weights": [1.0]}
+def rows(cfg, pool, query) -> tuple[dict, list[Checkpoint]]:
+    fns = {name: (lambda s, e, advance, t=[ex.text for ex in data.examples]: _counts(t[s:e]))
+           for name, data in (("query", query), ("pool", pool))}
+    return {"dim": 4, "checkpoints": ["0"], "weights": [1.0]}, [Checkpoint("0", 4, fns["query"], fns["pool"])]
 
 
-TOY = Representation(identity, run, "vowel/consonant/digit counts (a test plugin)", shape, uses_lm=False, cost=0.0)
+TOY = Representation(identity, rows, "vowel/consonant/digit counts (a test plugin)", shape, uses_lm=False, cost=0.0)

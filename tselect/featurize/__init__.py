@@ -10,7 +10,7 @@ from tselect import artifacts, identity, progress, store
 from tselect.data import load_dataset
 from tselect.errors import UserError
 from tselect.featurize import embed, less, rds, vectors
-from tselect.featurize.common import SHARD
+from tselect.featurize.common import SHARD, Checkpoint, copy_rows, write_unit_rows
 from tselect.featurize.config import FeaturizeConfig
 from tselect.lineage import data_location
 
@@ -20,7 +20,7 @@ class Representation:
     """A registry entry: everything the stage, the experiment runner and the CLI know of a representation."""
 
     identity: Callable[[FeaturizeConfig], dict[str, str]]  # content identities for the id (model fingerprints, ...)
-    run: Callable  # (cfg, pool, query, group_path) -> attrs (dim, checkpoints, weights, ...)
+    rows: Callable  # (cfg, pool, query, **nested) -> (attrs, iterable of common.Checkpoint); writes nothing
     summary: str
     shape: Callable[[FeaturizeConfig], tuple[int, int]]  # (dim, checkpoints) before any work
     uses_lm: bool = False  # runs the base LM: an experiment's [experiment] model is its default --model
@@ -57,7 +57,7 @@ def _vectors_shape(cfg: FeaturizeConfig) -> tuple[int, int]:
     try:
         return int(np.load(cfg.pool_vectors, mmap_mode="r").shape[-1]), 1
     except (OSError, ValueError):
-        return 1, 1  # vectors.run reports the unreadable file properly
+        return 1, 1  # vectors.rows reports the unreadable file properly
 
 
 def _less_shape(cfg: FeaturizeConfig) -> tuple[int, int]:
@@ -68,12 +68,12 @@ def _less_shape(cfg: FeaturizeConfig) -> tuple[int, int]:
 
 
 REPRESENTATIONS: dict[str, Representation] = {
-    "embed": Representation(embed.identity, embed.run, "sentence embeddings (all-MiniLM-L6-v2 by default)",
+    "embed": Representation(embed.identity, embed.rows, "sentence embeddings (all-MiniLM-L6-v2 by default)",
                             _embed_shape, cost=0.01),
-    "rds": Representation(rds.identity, rds.run, "RDS+: position-weighted mean of last hidden states", _rds_shape,
+    "rds": Representation(rds.identity, rds.rows, "RDS+: position-weighted mean of last hidden states", _rds_shape,
                           uses_lm=True, cost=0.2),
-    "vectors": Representation(vectors.identity, vectors.run, "bring your own .npy vectors", _vectors_shape),
-    "less": Representation(less.identity, less.run,
+    "vectors": Representation(vectors.identity, vectors.rows, "bring your own .npy vectors", _vectors_shape),
+    "less": Representation(less.identity, less.rows,
                            "LESS: Adam-preconditioned, projected LoRA gradients over warmup checkpoints",
                            _less_shape, uses_lm=True, cost=2.4, params=less.less_config, extra_bytes=64 << 20,
                            shares_pool=True, warmup=less.warmup_recipe, pool_key=less.pool_key_for),
@@ -107,7 +107,11 @@ def run(cfg: FeaturizeConfig, root: Path, shard: tuple[int, int] = (0, 1)) -> st
             store.open_group(group)  # create the root group before arrays
         token = SHARD.set(shard)
         try:
-            attrs = rep.run(cfg, pool, query, group, **_prerequisites(root, rep, cfg, pool))
+            nested = _prerequisites(root, rep, cfg, pool)
+            donor = nested.pop("donor", None)
+            attrs, checkpoints = rep.rows(cfg, pool, query, **nested)
+            for ck in checkpoints:
+                write_checkpoint(group, ck, (len(query), len(pool)), cfg.dtype, f"{cfg.rep} {ck.name}", donor)
         finally:
             SHARD.reset(token)
         with store.group_lock(group):  # every shard computes the same attrs; writes are serialized
@@ -125,6 +129,20 @@ def run(cfg: FeaturizeConfig, root: Path, shard: tuple[int, int] = (0, 1)) -> st
             return aid
     progress.note(f"featurize {cfg.rep}: {len(pool)} pool × {len(query)} query examples → {aid}")
     return aid
+
+
+def write_checkpoint(group: Path, ck: Checkpoint, n: tuple[int, int], dtype: str, label: str,
+                     donor: Path | None = None) -> None:
+    """Write one checkpoint's query [n_query, dim] and pool [n_pool, dim] unit rows under group/name.
+
+    With a donor feature group (same pool_key), its stored pool rows are copied as they are.
+    """
+    out = group / ck.name
+    write_unit_rows(out, "query", n[0], ck.dim, dtype, ck.query, f"{label} query")
+    if donor is not None:
+        copy_rows(out, "pool", store.open_group(donor, mode="r")[f"{ck.name}/pool"], f"{label} pool (copied)")
+    else:
+        write_unit_rows(out, "pool", n[1], ck.dim, dtype, ck.pool, f"{label} pool")
 
 
 def _prerequisites(root: Path, rep: Representation, cfg: FeaturizeConfig, pool) -> dict:

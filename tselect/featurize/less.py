@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +23,7 @@ import numpy as np
 
 from tselect.data.types import Dataset
 from tselect.errors import UserError
-from tselect.featurize.common import copy_rows, write_unit_rows
+from tselect.featurize.common import Checkpoint
 from tselect.warmup import WARMUP_PRESETS, load_checkpoint, read_checkpoints
 
 
@@ -167,29 +167,22 @@ def pool_key(cfg, lc: LessConfig, warmup_id: str, pool: Dataset) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]
 
 
-def _featurize_checkpoint(cfg, lc: LessConfig, ckpt: _Checkpoint, encoded: dict[str, list], out: Path,
-                          donor: Path | None) -> None:
-    from tselect import store
+def checkpoint_rows(cfg, lc: LessConfig, ckpt: _Checkpoint, encoded: dict[str, list], name: str) -> Checkpoint:
+    """One warmup checkpoint's rows: plain (SGD) gradients for the queries, the Adam update
+    direction for the pool; nothing is loaded until the first row is asked for."""
     from tselect.featurize.project import make_projector
 
     projector = make_projector(lc.projection, lc.dim, lc.proj_seed)
-    # Queries get plain (SGD) gradients, pool rows the Adam update direction.
-    for name, adam in (("query", None), ("pool", lc.adam)):
-        label = f"less {out.name} {name}"
-        if name == "pool" and donor is not None:
-            copy_rows(out, name, store.open_group(donor, mode="r")[f"{out.name}/pool"], label + " (copied)")
-            continue
-        fn = _rows_fn(cfg, ckpt, encoded[name], projector, adam)
-        write_unit_rows(out, name, len(encoded[name]), lc.dim, cfg.dtype, fn, label)
+    return Checkpoint(name, lc.dim, _rows_fn(cfg, ckpt, encoded["query"], projector, None),
+                      _rows_fn(cfg, ckpt, encoded["pool"], projector, lc.adam))
 
 
-def run(cfg, pool: Dataset, query: Dataset, group: Path, warmup: tuple[str, Path], donor: Path | None = None) -> dict:
-    """The `less` representation: features per checkpoint of a finished, verified warmup.
+def rows(cfg, pool: Dataset, query: Dataset, warmup: tuple[str, Path]) -> tuple[dict, Iterator[Checkpoint]]:
+    """The `less` representation: attrs, then the rows of each checkpoint of a finished, verified
+    warmup (made by the featurize stage), yielded one at a time so one model is loaded at a time.
 
-    The featurize stage makes the warmup (id, directory) and finds `donor`, a finished feature
-    group with the same pool_key whose pool rows are copied instead of recomputed. Rows without
-    label tokens (e.g. the response truncated away) have a zero gradient and are stored as zero
-    rows, which score 0 against every query; attrs count them.
+    Rows without label tokens (e.g. the response truncated away) have a zero gradient and are
+    stored as zero rows, which score 0 against every query; attrs count them.
     """
     from tselect.data.tokenize import encode_example
     from tselect.models import load_tokenizer, resolve_model
@@ -202,14 +195,14 @@ def run(cfg, pool: Dataset, query: Dataset, group: Path, warmup: tuple[str, Path
     encoded = {name: [encode_example(ex, tok, cfg.max_length) for ex in data.examples]
                for name, data in (("query", query), ("pool", pool))}
     key = pool_key(cfg, lc, warmup_id, pool)
-    for c in ckpts:
-        _featurize_checkpoint(cfg, lc, _Checkpoint(cfg.model, warmup_dir / c["name"]), encoded,
-                              Path(group) / c["name"], donor)
+    checkpoints = (checkpoint_rows(cfg, lc, _Checkpoint(cfg.model, warmup_dir / c["name"]), encoded, c["name"])
+                   for c in ckpts)
     lrs = np.array([c["mean_lr"] for c in ckpts], dtype=np.float64)
     weights = (lrs / lrs.sum()).tolist()  # w_t = η̄_t / Σ η̄: only relative lr matters
     empty = {name: [i for i, r in enumerate(rows) if all(t == IGNORE for t in r.labels)] for name, rows in encoded.items()}
     zero = {name: len(rows) for name, rows in empty.items()}
-    return {"dim": lc.dim, "checkpoints": [c["name"] for c in ckpts], "weights": weights, "warmup": warmup_id,
-            "projection": lc.projection, "proj_seed": lc.proj_seed, "adam": lc.adam,
-            "gradients": {"pool": "adam", "query": "sgd"}, "steps": [c["step"] for c in ckpts],
-            "zero_rows": zero, "empty_pool_rows": empty["pool"], "pool_key": key}
+    attrs = {"dim": lc.dim, "checkpoints": [c["name"] for c in ckpts], "weights": weights, "warmup": warmup_id,
+             "projection": lc.projection, "proj_seed": lc.proj_seed, "adam": lc.adam,
+             "gradients": {"pool": "adam", "query": "sgd"}, "steps": [c["step"] for c in ckpts],
+             "zero_rows": zero, "empty_pool_rows": empty["pool"], "pool_key": key}
+    return attrs, checkpoints

@@ -9,7 +9,7 @@ import numpy as np
 from tselect.data.types import Dataset
 from tselect.errors import UserError
 from tselect.files import sha256_file
-from tselect.featurize.common import write_unit_rows
+from tselect.featurize.common import Checkpoint
 from tselect.featurize.config import FeaturizeConfig
 
 
@@ -39,12 +39,11 @@ def identity(cfg: FeaturizeConfig) -> dict[str, str]:
     return {"pool_vectors": digest(cfg.pool_vectors), "query_vectors": digest(cfg.query_vectors)}
 
 
-def run(cfg: FeaturizeConfig, pool: Dataset, query: Dataset, group: Path) -> dict:
+def rows(cfg: FeaturizeConfig, pool: Dataset, query: Dataset) -> tuple[dict, list[Checkpoint]]:
     p = _load(cfg.pool_vectors, "--pool-vectors", len(pool))
     q = _load(cfg.query_vectors, "--query-vectors", len(query))
     if p.shape[1] != q.shape[1]:
         raise UserError(f"--pool-vectors width {p.shape[1]} != --query-vectors width {q.shape[1]}; both must use the same dim")
-    for name, arr in (("query", q), ("pool", p)):
-        write_unit_rows(group / "0", name, arr.shape[0], arr.shape[1], cfg.dtype,
-                        lambda s, e, advance, a=arr: np.asarray(a[s:e], dtype=np.float32), f"vectors {name}")
-    return {"dim": int(p.shape[1]), "checkpoints": ["0"], "weights": [1.0]}
+    fns = {name: (lambda s, e, advance, a=arr: np.asarray(a[s:e], dtype=np.float32)) for name, arr in (("query", q), ("pool", p))}
+    dim = int(p.shape[1])
+    return {"dim": dim, "checkpoints": ["0"], "weights": [1.0]}, [Checkpoint("0", dim, fns["query"], fns["pool"])]
