@@ -11,7 +11,7 @@ PIP := $(PY) -m pip
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.tselect-installed
 
-.PHONY: install demo test test-fast bench reliability repro-smoke repro-small repro-cpu-full repro-tis clean-store
+.PHONY: install demo test test-fast lint bench reliability repro-smoke repro-small repro-cpu-full repro-tis clean-store
 
 install: $(STAMP)
 
@@ -27,11 +27,15 @@ $(STAMP): pyproject.toml Makefile
 demo: install
 	TSELECT_STORE=$${TSELECT_STORE:-.tselect} bash examples/demo.sh
 
-test: install
+test: install lint
 	$(BIN)/pytest -q -p no:cacheprovider -m "slow or not slow"
 
-test-fast: install
+test-fast: install lint
 	$(BIN)/pytest -q -p no:cacheprovider -m "not slow"
+
+# ruff's rule set is in pyproject.toml ([tool.ruff]); docs/architecture.md says why these rules.
+lint: install
+	$(BIN)/ruff check .
 
 bench: install
 	$(PY) -m bench.run

@@ -5,7 +5,7 @@ write path at two pool sizes.
     python -m bench.run less                        # defaults: ~18 min measured on 2 cores at load ~7
     python -m bench.run less --n 32 --b-examples 8 --b-max-blocks 0 --rad-sample 1   # nothing extrapolated (hours)
 
-Model: the embedded SmolLM2-135M (fp32, CPU) with a fresh LoRA made by `warmup.wrap_lora`,
+Model: the embedded SmolLM2-135M (fp32, CPU) with a fresh LoRA made by `training.METHODS["lora"]`,
 preset cpu (r=8 on q,k,v,o_proj = 921,600 parameters). lora_B gets small seeded values (it is
 zero-initialized) and the Adam moments are seeded synthetic tensors keyed by parameter name;
 costs do not depend on the values. Examples: a seeded sample of `builtin:pool`, encoded with
@@ -36,7 +36,7 @@ torch.set_num_threads(--threads), after one untimed 2-row warm-up batch. Cases:
              (generation amortized over --b-examples) and at LESS's own interval of 16
              (amortized over 16) — the latter, kinder to B, is what C/B uses.
   rss@pool   peak RSS and time of one warmup checkpoint through the product's featurize path,
-             `less._featurize_checkpoint` (what `tselect featurize --rep less` runs per warmup
+             `less.checkpoint_rows` + `featurize.write_checkpoint` (what `tselect featurize --rep less` runs per warmup
              checkpoint: load base + adapter + moments by name, query rows plain, pool rows
              Adam, `write_unit_rows` into a zarr group) on an N-row slice of the same sample plus
              4 builtin:sciq query rows, in a fresh process. The checkpoint is a real one written
@@ -120,12 +120,13 @@ def lora_model(threads: int):
     import torch
 
     from tselect.featurize.grads import lora_param_names
-    from tselect.featurize.warmup import WARMUP_PRESETS, wrap_lora
     from tselect.models import load_model, resolve_model
+    from tselect.training import METHODS
+    from tselect.warmup import WARMUP_PRESETS
 
     torch.set_num_threads(threads)
     base, tok = load_model(resolve_model(None))
-    model = wrap_lora(base, WARMUP_PRESETS["cpu"])
+    model = METHODS["lora"](base, WARMUP_PRESETS["cpu"].train)
     gen = torch.Generator().manual_seed(SEED)
     names = lora_param_names(model)
     params = dict(model.named_parameters())
@@ -370,31 +371,30 @@ def ensure_checkpoint(a: argparse.Namespace) -> Path:
 
 
 def make_checkpoint(a: argparse.Namespace) -> None:
+    """One optimizer step of the cpu warmup recipe on 4 rows, saved by the warmup's own on_epoch hook."""
+    import dataclasses
     import shutil
 
     import torch
 
-    from tselect.featurize.warmup import WARMUP_PRESETS, _optimizer_step, save_checkpoint, wrap_lora
     from tselect.models import load_model, resolve_model
+    from tselect.warmup import WARMUP_PRESETS, train_warmup
 
     torch.set_num_threads(a.threads)
     cfg = WARMUP_PRESETS["cpu"]
+    one_step = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=1, batch_size=2, effective_batch_size=4))
     base, tok = load_model(resolve_model(None))
-    model = wrap_lora(base, cfg)
     rows = encoded_sample(tok, 4, 64)
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr)
-    model.train()
-    loss = _optimizer_step(model, rows, [[0, 1], [2, 3]], tok.pad_token_id, "cpu")
-    optimizer.step()
     a.data.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix="ckpt-1.", dir=a.data))
-    save_checkpoint(model, optimizer, tmp, {"step": 1, "epoch": 1, "lrs": [cfg.lr], "mean_lr": cfg.lr, "loss": loss})
+    train_warmup(base, rows, tok.pad_token_id, one_step, tmp)  # writes tmp/ckpt-1
     shutil.rmtree(a.data / "ckpt-1", ignore_errors=True)
-    os.replace(tmp, a.data / "ckpt-1")
+    os.replace(tmp / "ckpt-1", a.data / "ckpt-1")
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 def measure_write(a: argparse.Namespace) -> dict:
-    """One checkpoint of `less.run`: query + pool rows through `_featurize_checkpoint`."""
+    """One LESS checkpoint through the product's path: `less.checkpoint_rows` + `featurize.write_checkpoint`."""
     import numpy as np
     import torch
 
@@ -402,7 +402,8 @@ def measure_write(a: argparse.Namespace) -> dict:
     from tselect.data import load_dataset
     from tselect.data.tokenize import encode_example
     from tselect.featurize.config import FeaturizeConfig
-    from tselect.featurize.less import _Checkpoint, _featurize_checkpoint, less_config
+    from tselect.featurize import write_checkpoint
+    from tselect.featurize.less import _Checkpoint, checkpoint_rows, less_config
     from tselect.models import load_tokenizer, resolve_model
 
     torch.set_num_threads(a.threads)
@@ -418,8 +419,8 @@ def measure_write(a: argparse.Namespace) -> dict:
         group = Path(tmp) / store.FEATURES
         store.open_group(group)
         t0 = time.perf_counter()
-        _featurize_checkpoint(cfg, lc, _Checkpoint(None, a.data / "ckpt-1"), {"query": query, "pool": pool},
-                              group / "ckpt-1")
+        ck = checkpoint_rows(cfg, lc, _Checkpoint(None, a.data / "ckpt-1"), {"query": query, "pool": pool}, "ckpt-1")
+        write_checkpoint(group, ck, (len(query), len(pool)), cfg.dtype, "less ckpt-1")
         seconds = time.perf_counter() - t0
         import zarr
 
@@ -501,7 +502,7 @@ def summarize(results: list[dict], a: argparse.Namespace, load_run: dict) -> dic
         met["C_over_B"] = ratios["C_over_B_interval16"] >= TARGETS["C_over_B"]
     sizes = {k: getattr(a, k) for k in ("n", "n_rad", "rad_sample", "b_examples", "b_max_blocks", "batch_size",
                                           "max_length", "dim", "dim_small", "rss_pools", "threads")}
-    sizes.update(lora="r=8 alpha=32 on q,k,v,o_proj (921,600 params), warmup.wrap_lora preset cpu",
+    sizes.update(lora="r=8 alpha=32 on q,k,v,o_proj (921,600 params), training.METHODS['lora'] with the warmup preset cpu",
                  model="builtin:smollm2 (SmolLM2-135M, fp32, CPU)", query_rows_rss=QUERY_ROWS)
     argv = sys.argv[2:] if sys.argv[1:2] == ["less"] else sys.argv[1:]
     return {"machine": machine(), "sizes": sizes, "targets": TARGETS, "ratios": ratios, "targets_met": met,
@@ -552,7 +553,7 @@ def markdown(doc: dict) -> str:
                          f"{r['setup_seconds']:.1f} s, not counted.")
     rss = [r for r in doc["cases"] if r["kind"] == "rss"]
     if rss:
-        lines += ["", f"Featurize write path, one warmup checkpoint (`less._featurize_checkpoint`, dim {s['dim']}, "
+        lines += ["", f"Featurize write path, one warmup checkpoint (`less.checkpoint_rows` + `featurize.write_checkpoint`, dim {s['dim']}, "
                   f"{rss[0]['query']} query rows, fresh process each):", "",
                   "| pool rows | longest row (tok) | seconds incl. model load | rows/s | peak RSS MB | unit rows | load 1m before→after |",
                   "|---:|---:|---:|---:|---:|---|---|"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tselect.select.similarity import ArraySimilarity, FeatureSimilarity, column_max, cosine, l2_normalize, topk_per_query
+from tselect.similarity import ArraySimilarity, FeatureSimilarity, column_max, cosine, l2_normalize, topk_per_query
 
 
 def test_cosine_exact_small():
@@ -94,7 +94,7 @@ def test_abandoned_pass_records_nothing():
 
 def test_torch_and_numpy_backends_agree(monkeypatch):
     pytest.importorskip("torch")
-    from tselect.select import similarity as simmod
+    from tselect import similarity as simmod
 
     rng = np.random.default_rng(5)
     pools = [l2_normalize(rng.normal(size=(40, d))) for d in (7, 3)]

@@ -19,7 +19,7 @@ def test_template_free_masking_is_exact(tiny_model_dir):
     tok.chat_template = None
     row = encode_example(CONV, tok, 256)
     assert label_text(tok, row) == "Blue" + tok.eos_token
-    prefix = tok.decode(row.input_ids[: row.labels.index(next(l for l in row.labels if l != IGNORE))])
+    prefix = tok.decode(row.input_ids[: row.labels.index(next(t for t in row.labels if t != IGNORE))])
     assert prefix.endswith("<|assistant|>\n") and "Name a color." in prefix
 
 

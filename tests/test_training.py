@@ -51,11 +51,11 @@ def adapter_tensors(model) -> dict:
 
 
 def test_config_validation():
-    with pytest.raises(UserError, match="effective_batch_size=6"):
+    with pytest.raises(ValueError, match="effective_batch_size=6"):
         TrainConfig(batch_size=4, effective_batch_size=6)
-    with pytest.raises(UserError, match="method='qlora'"):
+    with pytest.raises(ValueError, match="method='qlora'"):
         TrainConfig(method="qlora")
-    with pytest.raises(UserError, match="warmup_ratio"):
+    with pytest.raises(ValueError, match="warmup_ratio"):
         TrainConfig(warmup_ratio=1.0)
     assert TrainConfig(batch_size=2, effective_batch_size=8).grad_accum == 4
 

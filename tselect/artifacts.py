@@ -9,7 +9,6 @@ killed run never leaves a stale lock behind.
 
 from __future__ import annotations
 
-import dataclasses
 import fcntl
 import hashlib
 import json
@@ -26,6 +25,7 @@ from typing import Any
 
 from tselect import __version__
 from tselect.errors import UserError
+from tselect.files import atomic_write, sha256_file
 
 SCHEMA_VERSION = 1
 # Stages whose content changed for the same config: finetune 2 = at least 8 optimizer steps, all at
@@ -63,11 +63,6 @@ def store_root(store: str | os.PathLike | None = None) -> Path:
 
 def canonical_json(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
-
-
-def config_dict(cfg: Any) -> dict[str, Any]:
-    """A frozen dataclass config as a plain JSON-able dict (what gets hashed)."""
-    return dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else dict(cfg)
 
 
 def compute_id(stage: str, config: dict[str, Any], inputs: dict[str, str]) -> str:
@@ -129,14 +124,6 @@ def inside_store(root: Path, path: Path) -> Path:
 def exists(root: Path, aid: str) -> bool:
     """A finished artifact `aid` is in the store (False for anything that is not an id)."""
     return is_id(aid) and (final_dir(root, aid) / MANIFEST).is_file()
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def file_table(directory: Path) -> dict[str, dict[str, Any]]:
@@ -316,9 +303,7 @@ def produce_shard(root: Path, stage: str, config: dict[str, Any], inputs: dict[s
         part.mkdir(parents=True, exist_ok=True)
         _reject_links(part)
         if not (part / PENDING).is_file():  # tmp + rename: a reader never sees half a file
-            tmp = part / (PENDING + f".{os.getpid()}.tmp")
-            tmp.write_text(canonical_json({"stage": stage, "config": config, "inputs": inputs}))
-            os.replace(tmp, part / PENDING)
+            atomic_write(part / PENDING, canonical_json({"stage": stage, "config": config, "inputs": inputs}))
     build = Build(aid, stage, part)
     started = time.time()
     write(build)
@@ -344,8 +329,8 @@ def finish_if_complete(root: Path, aid: str, complete: Callable[[Path], bool], b
 
 
 def _sweep_temporaries(part: Path) -> None:
-    """Leftovers of a killed writer are not content: zarr's *.partial files, a stale manifest tmp."""
-    for p in list(part.rglob("*.partial")) + list(part.glob(PENDING + ".*.tmp")) + [part / (MANIFEST + ".tmp")]:
+    """Leftovers of a killed writer are not content: zarr's *.partial files, atomic writes' *.tmp."""
+    for p in list(part.rglob("*.partial")) + list(part.rglob("*.tmp")):
         p.unlink(missing_ok=True)
 
 
@@ -358,9 +343,7 @@ def _finish(build: Build, config: dict, inputs: dict, wall: float) -> None:
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "wall_time_s": round(wall, 3), "files": file_table(build.path),
     }
-    tmp = build.path / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str))
-    os.replace(tmp, build.path / MANIFEST)
+    atomic_write(build.path / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True, default=str))
     _fsync_dir(build.path)
     os.replace(build.path, final_dir(build.path.parent.parent, build.id))
     _fsync_dir(build.path.parent)

@@ -11,6 +11,12 @@ from tselect.data import Dataset, load_dataset
 from tselect.errors import UserError
 
 
+def data_location(spec: str) -> str:
+    """How a record names data: builtin names as they are, files as absolute paths, so later
+    stages find them from any working directory."""
+    return spec if spec.startswith("builtin:") else str(Path(spec).resolve())
+
+
 def features_of(root: Path, art: artifacts.Artifact) -> artifacts.Artifact:
     """The feature artifact behind a selection (or the artifact itself if it is one)."""
     if art.stage == "featurize":
@@ -39,3 +45,13 @@ def selection_indices(art: artifacts.Artifact, budget: int | None = None) -> np.
                             "pass a smaller budget or select more")
         order = order[:budget]
     return order
+
+
+def base_model_spec(art: artifacts.Artifact) -> str | None:
+    """The --model spec a finetune artifact was trained from (None = the embedded default)."""
+    return art.record.get("model")
+
+
+def trained_path(art: artifacts.Artifact) -> Path:
+    """The adapter/ or model/ directory inside a finetune artifact."""
+    return art.path / art.record.get("output", "adapter")

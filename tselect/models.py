@@ -9,7 +9,6 @@ ordinary fp32 safetensors directory in the cache and load that from then on.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
@@ -23,6 +22,7 @@ from pathlib import Path
 
 from tselect import assets
 from tselect.errors import UserError
+from tselect.files import atomic_write, flock, sha256_file
 
 DEFAULT_MODEL = "builtin:smollm2"
 BUILTIN_MODELS = ("smollm2",)  # `builtin:<name>` -> the GGUF asset of the same name
@@ -143,20 +143,11 @@ def file_sha256(path: Path) -> str:
     hit = index.get(key)
     if hit and {k: hit.get(k) for k in stamp} == stamp:
         return hit["sha256"]
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        _hash_stream(fh, h)
-    index[key] = {**stamp, "sha256": h.hexdigest()}
-    _write_json_atomic(index_path, index)  # last writer wins; a lost entry only costs a rehash
-    return h.hexdigest()
-
-
-def _write_json_atomic(path: Path, obj) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(obj, fh, indent=1, sort_keys=True)
-    os.replace(tmp, path)
+    digest = sha256_file(path)
+    index[key] = {**stamp, "sha256": digest}
+    index_path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(index_path, json.dumps(index, indent=1, sort_keys=True))  # last writer wins; a lost entry only costs a rehash
+    return digest
 
 
 # --- the embedded GGUF --------------------------------------------------------------------------
@@ -178,12 +169,8 @@ def _resolve_builtin(spec: str) -> ModelRef:
 @contextmanager
 def _flock(lock_path: Path):
     lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)  # blocks while another process converts
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    with flock(lock_path):  # blocks while another process converts
+        yield
 
 
 def _convert_locked(gguf: Path, target: Path, install: str) -> None:

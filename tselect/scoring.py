@@ -11,8 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from tselect.errors import UserError
-
-IGNORE = -100
+from tselect.tokens import IGNORE, label_ce, right_pad
 
 
 @dataclass(frozen=True)
@@ -34,7 +33,6 @@ def token_losses(model, input_ids, attention_mask, labels) -> TokenLosses:
     the model computes in bf16, so long sums stay accurate.
     """
     import torch
-    import torch.nn.functional as F
 
     device = _model_device(model)
     input_ids = input_ids.to(device)
@@ -46,12 +44,7 @@ def token_losses(model, input_ids, attention_mask, labels) -> TokenLosses:
     with torch.inference_mode():
         logits = model(input_ids=input_ids, attention_mask=attention_mask).logits  # [B, T, V]
         targets = labels[:, 1:]  # [B, T-1]
-        ce = F.cross_entropy(
-            logits[:, :-1].float().transpose(1, 2),  # [B, V, T-1], the class dim second
-            targets,
-            ignore_index=IGNORE,
-            reduction="none",
-        )  # [B, T-1], 0 where ignored
+        ce = label_ce(logits[:, :-1], targets)  # [B, T-1], 0 where ignored
         n = (targets != IGNORE).sum(dim=1)  # [B]
         total = ce.sum(dim=1)  # [B]
         mean = total / n.clamp(min=1)
@@ -62,17 +55,7 @@ def token_losses(model, input_ids, attention_mask, labels) -> TokenLosses:
 
 def _pad_batch(seqs: Sequence[tuple[list[int], int]], pad_id: int):
     """Right-pad (ids, n_context) pairs into (input_ids, attention_mask, labels), each [B, T]."""
-    import torch
-
-    width = max(len(ids) for ids, _ in seqs)
-    ids_t = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    labels = torch.full((len(seqs), width), IGNORE, dtype=torch.long)
-    for b, (ids, n_ctx) in enumerate(seqs):
-        ids_t[b, : len(ids)] = torch.tensor(ids, dtype=torch.long)
-        mask[b, : len(ids)] = 1
-        labels[b, n_ctx : len(ids)] = torch.tensor(ids[n_ctx:], dtype=torch.long)
-    return ids_t, mask, labels
+    return right_pad([(ids, [IGNORE] * n_ctx + list(ids[n_ctx:])) for ids, n_ctx in seqs], pad_id)
 
 
 def _split_whitespace(context: str, continuation: str) -> tuple[str, str]:

@@ -12,9 +12,7 @@ streams them. Layout of `features.zarr`:
 
 from __future__ import annotations
 
-import fcntl
 import json
-import os
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -23,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from tselect.errors import UserError
+from tselect.files import atomic_path, atomic_write, flock
 
 import numpy as np
 
@@ -32,10 +31,7 @@ TARGET_CHUNK_BYTES = 8 << 20  # a few MiB per chunk: large sequential I/O, bound
 
 def write_json(path: Path, obj: Any) -> None:
     """Atomic JSON write (tmp file + rename)."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, sort_keys=False, default=_json_default))
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(obj, indent=1, sort_keys=False, default=_json_default))
 
 
 def _json_default(o: Any) -> Any:
@@ -62,13 +58,8 @@ _THREAD_LOCK = threading.Lock()  # flock is per open file description; threads a
 @contextmanager
 def group_lock(path: Path) -> Iterator[None]:
     path.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path / ".create.lock", os.O_CREAT | os.O_RDWR, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+    with flock(path / ".create.lock"):
         yield
-    finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
 
 
 class RowWriter:
@@ -196,12 +187,6 @@ class Features:
     def n_query(self) -> int:
         return int(self.queries[0].shape[0])
 
-    def similarity(self, chunk_rows: int | None = None):
-        from tselect.select.similarity import FeatureSimilarity
-
-        rows = chunk_rows or max(1024, chunk_rows_for(self.pools[0].shape[1], 4))
-        return FeatureSimilarity(self.pools, self.queries, self.weights, chunk_rows=rows)
-
 
 class CheckedRows:
     """A stored [N, d] array whose checksum failures become one UserError naming the artifact."""
@@ -274,10 +259,8 @@ def read_indices(path: Path) -> np.ndarray:
 
 def write_array(path: Path, array: np.ndarray) -> None:
     """A small dense array (scores, weights) as .npy, atomically."""
-    tmp = Path(str(path) + ".tmp")
-    with open(tmp, "wb") as f:
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.save(f, array, allow_pickle=False)
-    os.replace(tmp, path)
 
 
 def read_array(path: Path) -> np.ndarray:
@@ -287,9 +270,8 @@ def read_array(path: Path) -> np.ndarray:
 def save_tensors(path: Path, tensors: dict[str, Any], metadata: dict[str, str] | None = None) -> None:
     from safetensors.torch import save_file
 
-    tmp = Path(str(path) + ".tmp")
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
 
 
 def load_tensors(path: Path) -> dict[str, Any]:

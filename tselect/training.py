@@ -16,13 +16,12 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from tselect.errors import UserError
-
-IGNORE = -100
+from tselect.tokens import right_pad
 
 # Attention projections are LoRA's classic targets in these families; others get peft's
 # "all-linear" (every linear layer except the output head).
@@ -61,16 +60,18 @@ class TrainConfig:
     seed: int = 0
     """Seeds LoRA init, dropout and the data order."""
 
+    NOT_HASHED: ClassVar[dict[str, str]] = {}
+
     def __post_init__(self):
         if self.method not in METHODS:
-            raise UserError(f"method={self.method!r} is unknown; use one of {sorted(METHODS)}")
+            raise ValueError(f"method={self.method!r} is unknown; use one of {sorted(METHODS)}")
         if self.batch_size < 1 or self.effective_batch_size < self.batch_size or self.effective_batch_size % self.batch_size:
-            raise UserError(f"effective_batch_size={self.effective_batch_size} must be a positive multiple of "
+            raise ValueError(f"effective_batch_size={self.effective_batch_size} must be a positive multiple of "
                             f"batch_size={self.batch_size}")
         if not 0.0 <= self.warmup_ratio < 1.0:
-            raise UserError(f"warmup_ratio={self.warmup_ratio} must be in [0, 1)")
+            raise ValueError(f"warmup_ratio={self.warmup_ratio} must be in [0, 1)")
         if self.epochs < 1 or not 0 < self.lr < math.inf or self.max_length < 2:
-            raise UserError(f"epochs={self.epochs}, lr={self.lr}, max_length={self.max_length}: "
+            raise ValueError(f"epochs={self.epochs}, lr={self.lr}, max_length={self.max_length}: "
                             "need epochs >= 1, a finite lr > 0, max_length >= 2")
         _check_ranges(self)
 
@@ -95,7 +96,7 @@ def _check_ranges(cfg: TrainConfig) -> None:
               ("max_length", cfg.max_length, cfg.max_length <= 1 << 31, "below 2^31")]
     for name, value, ok, rule in checks:
         if not ok:
-            raise UserError(f"{name}={value} is out of range; it must be {rule}")
+            raise ValueError(f"{name}={value} is out of range; it must be {rule}")
 
 
 def floor_warmup_linear(total_steps: int, warmup_ratio: float) -> Callable[[int], float]:
@@ -171,17 +172,7 @@ class _Collator:
         self.tokens_seen = 0
 
     def __call__(self, rows: list[dict[str, list[int]]]) -> dict[str, Any]:
-        import torch
-
-        width = max(len(r["input_ids"]) for r in rows)
-        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)  # [B, T]
-        mask = torch.zeros((len(rows), width), dtype=torch.long)  # [B, T]
-        labels = torch.full((len(rows), width), IGNORE, dtype=torch.long)  # [B, T]
-        for b, r in enumerate(rows):
-            n = len(r["input_ids"])
-            ids[b, :n] = torch.tensor(r["input_ids"])
-            mask[b, :n] = 1
-            labels[b, :n] = torch.tensor(r["labels"])
+        ids, mask, labels = right_pad([(r["input_ids"], r["labels"]) for r in rows], self.pad_id)  # [B, T] each
         self.tokens_seen += int(mask.sum())
         return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
@@ -375,3 +366,21 @@ def save_full(model, directory: str | Path) -> Path:
 
 
 SAVERS: dict[str, Callable] = {"lora": save_adapter, "full": save_full}
+
+
+# peft keeps these as Python sets and writes them in hash order, which differs between processes.
+_SET_VALUED = ("target_modules", "modules_to_save", "exclude_modules")
+
+
+def canonical_adapter_config(adapter_dir: Path) -> None:
+    """Rewrite adapter_config.json with set-valued fields sorted, so identical runs give identical bytes."""
+    import json
+
+    from tselect.files import atomic_write
+
+    path = Path(adapter_dir) / "adapter_config.json"
+    config = json.loads(path.read_text())
+    for key in _SET_VALUED:
+        if isinstance(config.get(key), list) and all(isinstance(v, str) for v in config[key]):
+            config[key] = sorted(config[key])
+    atomic_write(path, json.dumps(config, indent=2, sort_keys=True))  # peft's own layout

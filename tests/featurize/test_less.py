@@ -16,7 +16,7 @@ from tselect.featurize import less
 from tselect.featurize.adam import adam_direction
 from tselect.featurize.grads import per_example_grads
 from tselect.featurize.project import make_projector
-from tselect.featurize.warmup import load_checkpoint, read_checkpoints
+from tselect.warmup import load_checkpoint, read_checkpoints
 
 DIM = 256
 
@@ -31,10 +31,17 @@ class Cfg:  # the FeaturizeConfig fields less reads, plus the proposed `params`
 
 
 def featurize(root, cfg, pool, query) -> str:
-    def write(build):
+    from tselect.featurize import REPRESENTATIONS, _prerequisites, write_checkpoint
+
+    def write(build):  # what the featurize stage does, for a config that is not a FeaturizeConfig
         group = build.path / store.FEATURES
         store.open_group(group)
-        store.set_attrs(group, less.run(cfg, pool, query, group))
+        nested = _prerequisites(root, REPRESENTATIONS["less"], cfg, pool)  # the warmup and a pool donor
+        donor = nested.pop("donor", None)
+        attrs, checkpoints = less.rows(cfg, pool, query, **nested)
+        for ck in checkpoints:
+            write_checkpoint(group, ck, (len(query), len(pool)), cfg.dtype, f"less {ck.name}", donor)
+        store.set_attrs(group, attrs)
 
     inputs = {"pool": pool.content_hash, "query": query.content_hash, **less.identity(cfg)}
     return artifacts.produce(root, "featurize", {"rep": "less"}, inputs, write, resume=True)

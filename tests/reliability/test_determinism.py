@@ -73,7 +73,7 @@ def test_finetune_and_evaluate_are_identical_from_scratch(small_chain, second_st
 
 def test_adapter_config_is_written_in_a_canonical_order(tmp_path):
     """peft writes target_modules in set (hash) order, which differs between processes."""
-    from tselect.finetune import canonical_adapter_config
+    from tselect.training import canonical_adapter_config
 
     (tmp_path / "adapter_config.json").write_text(json.dumps(
         {"target_modules": ["v_proj", "q_proj", "o_proj", "k_proj"], "r": 8, "modules_to_save": None}, indent=2))

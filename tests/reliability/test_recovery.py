@@ -4,7 +4,6 @@ its manifest, `rm` racing a reader, and an input that vanishes while a stage rea
 
 from __future__ import annotations
 
-import json
 import random
 import shutil
 import time

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from tselect.select.inputs import SelectInputs
-from tselect.select.similarity import ArraySimilarity, l2_normalize
+from tselect.similarity import ArraySimilarity, l2_normalize
 
 
 def order_of(out) -> np.ndarray:

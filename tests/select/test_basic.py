@@ -7,7 +7,7 @@ import pytest
 
 from tselect.select.basic import NoParams, order_by_score, round_robin, select_random, select_round_robin, select_topk
 from tselect.select.inputs import SelectInputs
-from tselect.select.similarity import ArraySimilarity
+from tselect.similarity import ArraySimilarity
 
 S = np.array([
     [0.9, 0.8, 0.1, 0.5, 0.9],

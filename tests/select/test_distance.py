@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from tselect.select.distance import subset_query_distances, subset_similarity
-from tselect.select.similarity import ArraySimilarity
+from tselect.similarity import ArraySimilarity
 
 
 def test_hand_computed_transport_coverage_and_chamfer():

@@ -12,7 +12,7 @@ from tselect.select import knn_kde
 from tselect.select.inputs import SelectInputs
 from tselect.select.knn import KNNUniformParams, select_knn_uniform
 from tselect.select.knn_kde import KNNKDEParams, select_knn_kde
-from tselect.select.similarity import ArraySimilarity
+from tselect.similarity import ArraySimilarity
 from tselect.select.uot import UOTParams, select_uot, uot_scores
 from tests.select.helpers import random_inputs
 

@@ -14,7 +14,7 @@ from tselect.select import diversity
 from tselect.select.basic import NoParams
 from tselect.select.inputs import SelectInputs
 from tselect.select.registry import SELECTORS
-from tselect.select.similarity import ArraySimilarity
+from tselect.similarity import ArraySimilarity
 from tests.select.helpers import order_of, random_inputs, unit_circle
 
 KNOWN_NEEDS = {"similarity", "features", "scores", "subtasks", "exclude"}

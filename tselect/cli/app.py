@@ -46,6 +46,17 @@ def make(cls: type, **kwargs: Any):
         raise UserError(str(e)) from None
 
 
+def parse_share(text: str, flag: str) -> tuple[int, int]:
+    """'i/N' (this host's share i of N, as in --shard and --part) → (i, N); anything else is one line."""
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise UserError(f"{flag} '{text}' must look like i/N, e.g. {flag} 0/2") from None
+    if not (n >= 1 and 0 <= i < n):
+        raise UserError(f"{flag} {text}: need N >= 1 and 0 <= i < N, e.g. {flag} 1/2")
+    return i, n
+
+
 def threads() -> None:
     """Use every core by default; TSELECT_THREADS overrides (lazy: only stages that need torch)."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

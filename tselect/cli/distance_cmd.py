@@ -18,7 +18,7 @@ def distance(
     store: StoreOpt = None,
 ):
     """How close the first BUDGET selected examples sit to the queries (table on stderr)."""
-    from tselect import distance_stage as stage
+    from tselect import distance as stage
 
     cfg = make(stage.DistanceConfig, features=features, selection=selection, budgets=tuple(sorted(set(budget or ()))))
     where = root(store)
@@ -32,7 +32,7 @@ def print_table(where: Path, aid: str) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from tselect.distance_stage import read_rows
+    from tselect.distance import read_rows
 
     table = Table("budget", "coverage ↑", "chamfer ↑", "OT ↓", "solver", title=aid)
     for r in read_rows(where, aid):

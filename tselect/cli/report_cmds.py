@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from tselect.cli.app import StoreOpt, app, emit, make, root, threads
+from tselect.cli.app import StoreOpt, app, emit, make, parse_share, root, threads
 
 
 @app.command("run")
@@ -22,11 +22,11 @@ def run_grid(
     """Run every cell of an experiment grid (cached cells are skipped); prints the experiment id."""
     from tselect import experiment as E
 
-    spec, where = E.load_spec(experiment), root(store)
+    where, share = root(store), None if part is None else parse_share(part, "--part")
     if dry_run:
-        return print_plan(spec, E.parse_part(part))
+        return print_plan(E.load_spec(experiment), share)
     threads()
-    aid = E.run_experiment(spec, where, E.parse_part(part), collect)
+    aid = E.run(make(E.ExperimentConfig, spec=str(experiment), part=share, collect=collect), where)
     if aid is not None:
         emit(aid)
 

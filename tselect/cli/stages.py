@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from tselect.cli.app import StoreOpt, app, emit, make, root
+from tselect.cli.app import StoreOpt, app, emit, make, parse_share, root
 from tselect.errors import UserError
 
 
@@ -23,7 +23,7 @@ def parse_pairs(items: list[str] | None) -> tuple[tuple[str, str], ...]:
 
 @app.command()
 def featurize(
-    rep: Annotated[str, typer.Option(help="Representation: embed, rds, vectors, less")],
+    rep: Annotated[str, typer.Option(help="Representation (list them with `tselect representations`)")],
     pool: Annotated[str, typer.Option(help="Pool: builtin:pool, builtin:pool-small, JSONL or save_to_disk dir")] = "builtin:pool",
     query: Annotated[str, typer.Option(help="Query set: builtin:sciq, builtin:piqa, builtin:arc_easy or a file")] = "builtin:sciq",
     model: Annotated[str | None, typer.Option(help="Local HF model dir (rds/less) or sentence-transformers dir (embed); default embedded")] = None,
@@ -61,13 +61,16 @@ def resolve_shard(text: str | None) -> tuple[int, int]:
             text = f"{int(env['SLURM_ARRAY_TASK_ID']) - first}/{env['SLURM_ARRAY_TASK_COUNT']}"
         else:
             return (0, 1)
-    try:
-        i, n = (int(x) for x in text.split("/"))
-    except ValueError:
-        raise UserError(f"--shard '{text}' must look like i/N, e.g. --shard 0/4") from None
-    if not (n >= 1 and 0 <= i < n):
-        raise UserError(f"--shard {text}: need 0 <= i < N")
-    return (i, n)
+    return parse_share(text, "--shard")
+
+
+@app.command()
+def representations():
+    """List representations: whether they run the LM, rough CPU seconds per row, and what they are."""
+    from tselect.featurize import REPRESENTATIONS
+
+    for name, r in REPRESENTATIONS.items():
+        typer.echo(f"{name:10s} {'LM ' if r.uses_lm else '   '} ~{r.cost:g} s/row  {r.summary}")
 
 
 @app.command()
@@ -107,9 +110,6 @@ def warmup(
     store: StoreOpt = None,
 ):
     """LESS warmup: LoRA checkpoints (adapter + Adam moments by name) per epoch. `featurize --rep less` runs it when missing."""
-    from tselect.data import load_dataset
-    from tselect.featurize.warmup import WARMUP_PRESETS, produce_warmup
+    from tselect import warmup as stage
 
-    if preset not in WARMUP_PRESETS:
-        raise UserError(f"unknown --preset '{preset}'; choose one of {', '.join(WARMUP_PRESETS)}")
-    emit(produce_warmup(root(store), model, load_dataset(pool, fmt), WARMUP_PRESETS[preset]))
+    emit(stage.run(make(stage.WarmupConfig, pool=pool, model=model, preset=preset, fmt=fmt), root(store)))

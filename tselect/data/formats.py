@@ -15,6 +15,7 @@ from typing import Any
 
 from tselect.data.types import Dataset, Example
 from tselect.errors import UserError
+from tselect.files import atomic_path
 
 FORMATS = ("chat", "alpaca", "prompt")
 ROLES = {"system", "user", "assistant"}
@@ -169,8 +170,6 @@ PARSERS = {"chat": _parse_chat, "alpaca": _parse_alpaca, "prompt": _parse_prompt
 
 
 def write_jsonl(path: Path, examples: list[Example]) -> None:
-    tmp = Path(str(path) + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
         for ex in examples:
             f.write(json.dumps(ex.to_json(), ensure_ascii=False) + "\n")
-    tmp.replace(path)

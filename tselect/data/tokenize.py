@@ -13,8 +13,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 from tselect.data.types import Example
-
-IGNORE = -100
+from tselect.tokens import IGNORE, right_pad
 
 
 @dataclass(frozen=True)
@@ -106,21 +105,10 @@ def encode(examples: Sequence[Example], tokenizer, max_length: int) -> Encoded:
 def batches(rows: Sequence[EncodedRow], batch_size: int, pad_id: int,
             order: Sequence[int] | None = None) -> Iterator[tuple[list[int], "object", "object", "object"]]:
     """Right-padded batches: (row indices, input_ids [B,T], attention_mask [B,T], labels [B,T])."""
-    import torch
-
     order = list(range(len(rows))) if order is None else list(order)
     for s in range(0, len(order), batch_size):
         idx = order[s : s + batch_size]
-        width = max(len(rows[i].input_ids) for i in idx)
-        ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(idx), width), dtype=torch.long)
-        labels = torch.full((len(idx), width), IGNORE, dtype=torch.long)
-        for b, i in enumerate(idx):
-            n = len(rows[i].input_ids)
-            ids[b, :n] = torch.tensor(rows[i].input_ids)
-            mask[b, :n] = 1
-            labels[b, :n] = torch.tensor(rows[i].labels)
-        yield idx, ids, mask, labels
+        yield (idx, *right_pad([(rows[i].input_ids, rows[i].labels) for i in idx], pad_id))
 
 
 def length_sorted(rows: Sequence[EncodedRow]) -> list[int]:

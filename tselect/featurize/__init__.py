@@ -6,20 +6,30 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from tselect import artifacts, progress, store
+from tselect import artifacts, identity, progress, store
 from tselect.data import load_dataset
 from tselect.errors import UserError
 from tselect.featurize import embed, less, rds, vectors
-from tselect.featurize.common import SHARD
+from tselect.featurize.common import SHARD, Checkpoint, copy_rows, write_unit_rows
 from tselect.featurize.config import FeaturizeConfig
+from tselect.lineage import data_location
 
 
 @dataclass(frozen=True)
 class Representation:
-    identity: Callable[[FeaturizeConfig], dict[str, str]]  # model fingerprints for the id
-    run: Callable  # (cfg, pool, query, group_path) -> attrs (dim, checkpoints, weights, ...)
+    """A registry entry: everything the stage, the experiment runner and the CLI know of a representation."""
+
+    identity: Callable[[FeaturizeConfig], dict[str, str]]  # content identities for the id (model fingerprints, ...)
+    rows: Callable  # (cfg, pool, query, **nested) -> (attrs, iterable of common.Checkpoint); writes nothing
     summary: str
     shape: Callable[[FeaturizeConfig], tuple[int, int]]  # (dim, checkpoints) before any work
+    uses_lm: bool = False  # runs the base LM: an experiment's [experiment] model is its default --model
+    cost: float = 0.0  # rough CPU seconds per row, for `tselect run --dry-run` ([estimate] overrides it)
+    params: Callable[[FeaturizeConfig], object] | None = None  # parses cfg.params (UserError); None = takes none
+    extra_bytes: int = 0  # disk beyond the feature rows (LESS: warmup checkpoints), for the space check
+    shares_pool: bool = False  # pool rows are computed once per pool and copied for further query sets
+    warmup: Callable[[FeaturizeConfig], object] | None = None  # recipe of a nested warmup artifact, if one is needed
+    pool_key: Callable | None = None  # (cfg, pool, warmup_id) -> key: equal keys = byte-identical pool rows
 
 
 def _config_width(path: Path, key: str = "hidden_size") -> int:
@@ -47,39 +57,34 @@ def _vectors_shape(cfg: FeaturizeConfig) -> tuple[int, int]:
     try:
         return int(np.load(cfg.pool_vectors, mmap_mode="r").shape[-1]), 1
     except (OSError, ValueError):
-        return 1, 1  # vectors.run reports the unreadable file properly
+        return 1, 1  # vectors.rows reports the unreadable file properly
 
 
 def _less_shape(cfg: FeaturizeConfig) -> tuple[int, int]:
-    from tselect.featurize.warmup import WARMUP_PRESETS
+    from tselect.warmup import WARMUP_PRESETS
 
     lc = less.less_config(cfg)
-    return lc.dim, WARMUP_PRESETS[lc.warmup].epochs
+    return lc.dim, WARMUP_PRESETS[lc.warmup].train.epochs
 
 
 REPRESENTATIONS: dict[str, Representation] = {
-    "embed": Representation(embed.identity, embed.run, "sentence embeddings (all-MiniLM-L6-v2 by default)",
-                            _embed_shape),
-    "rds": Representation(rds.identity, rds.run, "RDS+: position-weighted mean of last hidden states", _rds_shape),
-    "vectors": Representation(vectors.identity, vectors.run, "bring your own .npy vectors", _vectors_shape),
-    "less": Representation(less.identity, less.run,
+    "embed": Representation(embed.identity, embed.rows, "sentence embeddings (all-MiniLM-L6-v2 by default)",
+                            _embed_shape, cost=0.01),
+    "rds": Representation(rds.identity, rds.rows, "RDS+: position-weighted mean of last hidden states", _rds_shape,
+                          uses_lm=True, cost=0.2),
+    "vectors": Representation(vectors.identity, vectors.rows, "bring your own .npy vectors", _vectors_shape),
+    "less": Representation(less.identity, less.rows,
                            "LESS: Adam-preconditioned, projected LoRA gradients over warmup checkpoints",
-                           _less_shape),
+                           _less_shape, uses_lm=True, cost=2.4, params=less.less_config, extra_bytes=64 << 20,
+                           shares_pool=True, warmup=less.warmup_recipe, pool_key=less.pool_key_for),
 }
 
 
 def _hashed_config(cfg: FeaturizeConfig) -> dict:
-    # Data enter the id through their content hashes, so the same files under other paths
-    # (or on another host) give the same id.
-    hashed = artifacts.config_dict(cfg)
-    for key in ("pool", "query", "pool_vectors", "query_vectors"):
-        hashed.pop(key)
-    return hashed
+    # Data and models enter the id by content, so the same files under other paths (or on
+    # another host) give the same id.
+    return identity.hashed(cfg)
 
-
-def _where(spec: str) -> str:
-    """Builtin names as they are; files as absolute paths so later stages find them from any cwd."""
-    return spec if spec.startswith("builtin:") else str(Path(spec).resolve())
 
 
 def run(cfg: FeaturizeConfig, root: Path, shard: tuple[int, int] = (0, 1)) -> str:
@@ -87,8 +92,10 @@ def run(cfg: FeaturizeConfig, root: Path, shard: tuple[int, int] = (0, 1)) -> st
     if cfg.rep not in REPRESENTATIONS:
         raise UserError(f"unknown representation '{cfg.rep}'; choose one of {', '.join(REPRESENTATIONS)}")
     rep = REPRESENTATIONS[cfg.rep]
-    if cfg.params and cfg.rep != "less":
+    if cfg.params and rep.params is None:
         raise UserError(f"--rep {cfg.rep} takes no --param options (got {cfg.params[0][0]}); drop them")
+    if rep.params is not None:
+        rep.params(cfg)  # bad options fail before any data is read
     pool, query = load_dataset(cfg.pool, cfg.fmt), load_dataset(cfg.query, cfg.fmt)
     inputs = {"pool": pool.content_hash, "query": query.content_hash, **rep.identity(cfg)}
     target = artifacts.compute_id("featurize", _hashed_config(cfg), inputs)
@@ -101,13 +108,17 @@ def run(cfg: FeaturizeConfig, root: Path, shard: tuple[int, int] = (0, 1)) -> st
             store.open_group(group)  # create the root group before arrays
         token = SHARD.set(shard)
         try:
-            attrs = rep.run(cfg, pool, query, group)
+            nested = _prerequisites(root, rep, cfg, pool)
+            donor = nested.pop("donor", None)
+            attrs, checkpoints = rep.rows(cfg, pool, query, **nested)
+            for ck in checkpoints:
+                write_checkpoint(group, ck, (len(query), len(pool)), cfg.dtype, f"{cfg.rep} {ck.name}", donor)
         finally:
             SHARD.reset(token)
         with store.group_lock(group):  # every shard computes the same attrs; writes are serialized
             store.set_attrs(group, {"representation": cfg.rep, "model": cfg.model, "n_pool": len(pool),
                                     "n_query": len(query), **attrs})
-        build.record(pool=_where(cfg.pool), query=_where(cfg.query), n_pool=len(pool), n_query=len(query),
+        build.record(pool=data_location(cfg.pool), query=data_location(cfg.query), n_pool=len(pool), n_query=len(query),
                      query_subtasks=[ex.meta.get("subtask") for ex in query.examples])
 
     if shard == (0, 1):
@@ -121,14 +132,64 @@ def run(cfg: FeaturizeConfig, root: Path, shard: tuple[int, int] = (0, 1)) -> st
     return aid
 
 
+def write_checkpoint(group: Path, ck: Checkpoint, n: tuple[int, int], dtype: str, label: str,
+                     donor: Path | None = None) -> None:
+    """Write one checkpoint's query [n_query, dim] and pool [n_pool, dim] unit rows under group/name.
+
+    With a donor feature group (same pool_key), its stored pool rows are copied as they are.
+    """
+    out = group / ck.name
+    write_unit_rows(out, "query", n[0], ck.dim, dtype, ck.query, f"{label} query")
+    if donor is not None:
+        rows = store.CheckedRows(store.open_group(donor, mode="r")[f"{ck.name}/pool"], donor.parent, f"{ck.name}/pool")
+        copy_rows(out, "pool", rows, f"{label} pool (copied)")  # a missing donor chunk fails, never copies zeros
+    else:
+        write_unit_rows(out, "pool", n[1], ck.dim, dtype, ck.pool, f"{label} pool")
+
+
+def _prerequisites(root: Path, rep: Representation, cfg: FeaturizeConfig, pool) -> dict:
+    """Nested artifacts and store discovery are the stage's: a representation never sees the store.
+
+    A representation with a `warmup` recipe gets the finished, verified warmup (id, dir); one with
+    a `pool_key` also gets `donor`, a finished feature group of the same key to copy pool rows from.
+    """
+    if rep.warmup is None:
+        return {}
+    from tselect.warmup import produce_warmup, verify_warmup
+
+    wid = produce_warmup(root, cfg.model, pool, rep.warmup(cfg))
+    verify_warmup(root, wid)
+    out = {"warmup": (wid, Path(root) / "warmup" / wid)}
+    if rep.pool_key is not None:
+        out["donor"] = _pool_donor(root, rep.pool_key(cfg, pool, wid))
+    return out
+
+
+def _pool_donor(root: Path, key: str) -> Path | None:
+    """A finished feature group in the store with the same pool rows (another query set), if any.
+
+    Pool gradients cost N x checkpoints backward passes and do not depend on the queries, so
+    featurizing a second target against the same pool and warmup copies them instead.
+    """
+    for final in sorted((Path(root) / "featurize").glob("featurize-*")):
+        if final.suffix == ".part" or not artifacts.exists(root, final.name):
+            continue
+        try:
+            if store.open_group(final / store.FEATURES, mode="r").attrs.get("pool_key") == key:
+                artifacts.resolve(root, final.name, stage="featurize")  # manifest checked; pinned against rm
+                return final / store.FEATURES
+        except (OSError, ValueError, KeyError, UserError):
+            continue  # unreadable artifacts are `tselect verify`'s business, not a donor
+    return None
+
+
 def _check_space(root: Path, cfg: FeaturizeConfig, rep: Representation, n_rows: int, aid: str) -> None:
     """Fail before hours of work when the store's disk cannot hold the features."""
     import shutil
 
     dim, ckpts = rep.shape(cfg)
     need = int(n_rows * dim * (2 if cfg.dtype == "float16" else 4) * ckpts * 1.05)
-    if cfg.rep == "less":
-        need += 64 << 20  # warmup checkpoints: adapters and Adam moments
+    need += rep.extra_bytes  # e.g. LESS warmup checkpoints: adapters and Adam moments
     written = _bytes_written(root, aid)  # a rerun after a full disk needs only what is not written yet
     need = max(0, need - written) + (1 << 20 if written else 8 << 20)  # + metadata slack
     probe = Path(root).resolve()

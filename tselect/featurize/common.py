@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextvars import ContextVar
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from tselect import progress
-from tselect.select.similarity import l2_normalize
+from tselect.similarity import l2_normalize
 from tselect.store import RowWriter, chunk_rows_for
 
 
@@ -61,6 +62,19 @@ def resumable_chunk_rows(dim: int, dtype: str) -> int:
 
 
 RowsFn = Callable[[int, int, Callable[[int], None]], np.ndarray]
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """One checkpoint's rows, not computed yet; the featurize stage writes them (normalized, chunked).
+
+    query / pool: rows_fn(start, stop, advance) -> float32 [stop - start, dim].
+    """
+
+    name: str
+    dim: int
+    query: RowsFn
+    pool: RowsFn
 
 
 def batched(fn: Callable[[list[int]], np.ndarray], batch_size: int) -> RowsFn:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,12 @@ class FeaturizeConfig:
     """vectors only: .npy file with one row per query example."""
     params: tuple[tuple[str, str], ...] = ()
     """Representation options as (name, value) pairs, e.g. (("dim", "8192"),) for less."""
+
+    NOT_HASHED: ClassVar[dict[str, str]] = {
+        "pool": "enters the id by content hash (inputs)", "query": "enters the id by content hash (inputs)",
+        "pool_vectors": "enters the id by file sha256 (vectors identity)",
+        "query_vectors": "enters the id by file sha256 (vectors identity)",
+        "model": "enters the id by content fingerprint (the representation's identity), never by path"}
 
     def __post_init__(self):
         if self.max_length < 8:

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from tselect.data.types import Dataset
-from tselect.featurize.common import batched, write_unit_rows
+from tselect.featurize.common import Checkpoint, batched
 from tselect.featurize.config import FeaturizeConfig
 
 
@@ -23,7 +23,7 @@ def identity(cfg: FeaturizeConfig) -> dict[str, str]:
     return {"embedder": fingerprint(path)}
 
 
-def run(cfg: FeaturizeConfig, pool: Dataset, query: Dataset, group: Path) -> dict:
+def rows(cfg: FeaturizeConfig, pool: Dataset, query: Dataset) -> tuple[dict, list[Checkpoint]]:
     from tselect.models import load_embedder
 
     model = load_embedder(cfg.model)
@@ -34,8 +34,8 @@ def run(cfg: FeaturizeConfig, pool: Dataset, query: Dataset, group: Path) -> dic
         return np.asarray(model.encode(texts, batch_size=len(texts), convert_to_numpy=True,
                                        normalize_embeddings=False, show_progress_bar=False), dtype=np.float32)
 
+    fns = {}
     for name, data in (("query", query), ("pool", pool)):
         texts = [ex.text for ex in data.examples]
-        fn = batched(lambda idx, t=texts: encode([t[i] for i in idx]), cfg.batch_size)
-        write_unit_rows(group / "0", name, len(data), dim, cfg.dtype, fn, f"embed {name}")
-    return {"dim": dim, "checkpoints": ["0"], "weights": [1.0]}
+        fns[name] = batched(lambda idx, t=texts: encode([t[i] for i in idx]), cfg.batch_size)
+    return {"dim": dim, "checkpoints": ["0"], "weights": [1.0]}, [Checkpoint("0", dim, fns["query"], fns["pool"])]

@@ -4,8 +4,8 @@ plain for the queries — L2-normalized, with checkpoint weights w_t ∝ mean le
 Cosine similarity of these rows, summed over checkpoints with weights w_t, is the LESS
 influence score Σ_t w_t cos(∇ℓ(q; θ_t), Γ(x; θ_t)). Gradients come from one batched
 forward/backward per batch (grads.py) and are projected inside the backward hooks, so the
-[B, P] gradient never exists. The warmup adapter is its own artifact (warmup.py), shared by
-every query set featurized against the same pool.
+[B, P] gradient never exists. The warmup adapter is its own artifact (tselect.warmup), made by
+the featurize stage and shared by every query set featurized against the same pool.
 
 Options come from FeaturizeConfig `params` (("key", "value") pairs, like select's --param):
 projection, dim, proj_seed, adam, warmup. torch is imported inside functions.
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,8 +23,8 @@ import numpy as np
 
 from tselect.data.types import Dataset
 from tselect.errors import UserError
-from tselect.featurize.common import copy_rows, write_unit_rows
-from tselect.featurize.warmup import WARMUP_PRESETS, load_checkpoint, produce_warmup, read_checkpoints
+from tselect.featurize.common import Checkpoint
+from tselect.warmup import WARMUP_PRESETS, load_checkpoint, read_checkpoints
 
 
 @dataclass(frozen=True)
@@ -46,9 +46,9 @@ class LessConfig:
         for key, value, choices in (("projection", self.projection, PROJECTIONS), ("adam", self.adam, ADAM),
                                     ("warmup", self.warmup, WARMUP_PRESETS)):
             if value not in choices:
-                raise UserError(f"less {key}={value!r} is unknown; choose one of {', '.join(choices)}")
+                raise ValueError(f"less {key}={value!r} is unknown; choose one of {', '.join(choices)}")
         if self.dim < 1:
-            raise UserError(f"less dim={self.dim} must be >= 1")
+            raise ValueError(f"less dim={self.dim} must be >= 1")
 
 
 def _adam_less(exp_avg, exp_avg_sq, state) -> Callable:
@@ -79,34 +79,31 @@ def less_config(cfg) -> LessConfig:
             values[key] = parse_number(key, raw, int, f"--param {key}")  # 1e999, inf: one line
         else:
             values[key] = raw
-    return LessConfig(**values)
+    try:
+        return LessConfig(**values)
+    except ValueError as e:
+        raise UserError(str(e)) from None
 
 
 def identity(cfg) -> dict[str, str]:
     """Model fingerprint and the resolved options (the preset's contents, not just its name)."""
+    from tselect import identity as ident
     from tselect.models import resolve_model
+    from tselect.warmup import FORMAT
 
     lc = less_config(cfg)
-    resolved = {"less": dataclasses.asdict(lc), "warmup": dataclasses.asdict(WARMUP_PRESETS[lc.warmup])}
+    resolved = {"less": dataclasses.asdict(lc), "warmup": ident.hashed(WARMUP_PRESETS[lc.warmup], format=FORMAT)}
     return {"model": resolve_model(cfg.model).fingerprint, "less": json.dumps(resolved, sort_keys=True)}
 
 
-def store_root_of(group: Path) -> Path:
-    """The store root from a feature group at <root>/featurize/<id>.part/features.zarr."""
-    part = Path(group).parent
-    if part.suffix != ".part" or part.parent.name != "featurize":
-        raise ValueError(f"{group} is not inside <store>/featurize/<id>.part; cannot place the warmup artifact")
-    return part.parent.parent
+def warmup_recipe(cfg):
+    """The recipe of the nested warmup artifact (the featurize stage makes it before `run`)."""
+    return WARMUP_PRESETS[less_config(cfg).warmup]
 
 
-def _check_warmup(root: Path, warmup_id: str) -> None:
-    """A corrupt checkpoint (truncated adapter, flipped bytes in the moments) is never used."""
-    from tselect import artifacts
-
-    problems = artifacts.verify(artifacts.resolve(root, warmup_id, stage="warmup"))
-    if problems:
-        raise UserError(f"warmup {warmup_id} is corrupt ({problems[0]}); remove it with `tselect rm {warmup_id}` "
-                        "and rerun featurize, which retrains it")
+def pool_key_for(cfg, pool: Dataset, warmup_id: str) -> str:
+    """pool_key from a FeaturizeConfig (the stage looks for a donor with it)."""
+    return pool_key(cfg, less_config(cfg), warmup_id, pool)
 
 
 def gradient_rows(model, rows, pad_id: int, batch_size: int, projector, transform=None,
@@ -172,71 +169,42 @@ def pool_key(cfg, lc: LessConfig, warmup_id: str, pool: Dataset) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]
 
 
-def _pool_donor(root: Path, key: str) -> Path | None:
-    """A finished feature group in the store with the same pool rows (another query set), if any.
-
-    Pool gradients cost N x checkpoints backward passes and do not depend on the queries, so
-    featurizing a second target against the same pool and warmup copies them instead.
-    """
-    from tselect import artifacts, store
-
-    for final in sorted((Path(root) / "featurize").glob("featurize-*")):
-        if final.suffix == ".part" or not artifacts.exists(root, final.name):
-            continue
-        try:
-            if store.open_group(final / store.FEATURES, mode="r").attrs.get("pool_key") == key:
-                artifacts.resolve(root, final.name, stage="featurize")  # manifest checked; pinned against rm
-                return final / store.FEATURES
-        except (OSError, ValueError, KeyError, UserError):
-            continue  # unreadable artifacts are `tselect verify`'s business, not a donor
-    return None
-
-
-def _featurize_checkpoint(cfg, lc: LessConfig, ckpt: _Checkpoint, encoded: dict[str, list], out: Path,
-                          donor: Path | None) -> None:
-    from tselect import store
+def checkpoint_rows(cfg, lc: LessConfig, ckpt: _Checkpoint, encoded: dict[str, list], name: str) -> Checkpoint:
+    """One warmup checkpoint's rows: plain (SGD) gradients for the queries, the Adam update
+    direction for the pool; nothing is loaded until the first row is asked for."""
     from tselect.featurize.project import make_projector
 
     projector = make_projector(lc.projection, lc.dim, lc.proj_seed)
-    # Queries get plain (SGD) gradients, pool rows the Adam update direction.
-    for name, adam in (("query", None), ("pool", lc.adam)):
-        label = f"less {out.name} {name}"
-        if name == "pool" and donor is not None:
-            rows = store.CheckedRows(store.open_group(donor, mode="r")[f"{out.name}/pool"], donor.parent, f"{out.name}/pool")
-            copy_rows(out, name, rows, label + " (copied)")  # a missing donor chunk fails, never copies zeros
-            continue
-        fn = _rows_fn(cfg, ckpt, encoded[name], projector, adam)
-        write_unit_rows(out, name, len(encoded[name]), lc.dim, cfg.dtype, fn, label)
+    return Checkpoint(name, lc.dim, _rows_fn(cfg, ckpt, encoded["query"], projector, None),
+                      _rows_fn(cfg, ckpt, encoded["pool"], projector, lc.adam))
 
 
-def run(cfg, pool: Dataset, query: Dataset, group: Path) -> dict:
-    """The `less` representation: warmup (reused if present), then features per checkpoint.
+def rows(cfg, pool: Dataset, query: Dataset, warmup: tuple[str, Path]) -> tuple[dict, Iterator[Checkpoint]]:
+    """The `less` representation: attrs, then the rows of each checkpoint of a finished, verified
+    warmup (made by the featurize stage), yielded one at a time so one model is loaded at a time.
 
-    Rows without label tokens (e.g. the response truncated away) have a zero gradient and
-    are stored as zero rows, which score 0 against every query; attrs count them.
+    Rows without label tokens (e.g. the response truncated away) have a zero gradient and are
+    stored as zero rows, which score 0 against every query; attrs count them.
     """
-    from tselect.data.tokenize import IGNORE, encode_example
+    from tselect.data.tokenize import encode_example
     from tselect.models import load_tokenizer, resolve_model
+    from tselect.tokens import IGNORE
 
     lc = less_config(cfg)
-    root = store_root_of(group)
-    warmup_id = produce_warmup(root, cfg.model, pool, WARMUP_PRESETS[lc.warmup])
-    warmup_dir = root / "warmup" / warmup_id
-    _check_warmup(root, warmup_id)
+    warmup_id, warmup_dir = warmup
     ckpts = read_checkpoints(warmup_dir)
     tok = load_tokenizer(resolve_model(cfg.model))
     encoded = {name: [encode_example(ex, tok, cfg.max_length) for ex in data.examples]
                for name, data in (("query", query), ("pool", pool))}
     key = pool_key(cfg, lc, warmup_id, pool)
-    donor = _pool_donor(root, key)
-    for c in ckpts:
-        _featurize_checkpoint(cfg, lc, _Checkpoint(cfg.model, warmup_dir / c["name"]), encoded,
-                              Path(group) / c["name"], donor)
+    checkpoints = (checkpoint_rows(cfg, lc, _Checkpoint(cfg.model, warmup_dir / c["name"]), encoded, c["name"])
+                   for c in ckpts)
     lrs = np.array([c["mean_lr"] for c in ckpts], dtype=np.float64)
     weights = (lrs / lrs.sum()).tolist()  # w_t = η̄_t / Σ η̄: only relative lr matters
     empty = {name: [i for i, r in enumerate(rows) if all(t == IGNORE for t in r.labels)] for name, rows in encoded.items()}
     zero = {name: len(rows) for name, rows in empty.items()}
-    return {"dim": lc.dim, "checkpoints": [c["name"] for c in ckpts], "weights": weights, "warmup": warmup_id,
-            "projection": lc.projection, "proj_seed": lc.proj_seed, "adam": lc.adam,
-            "gradients": {"pool": "adam", "query": "sgd"}, "steps": [c["step"] for c in ckpts],
-            "zero_rows": zero, "empty_pool_rows": empty["pool"], "pool_key": key}
+    attrs = {"dim": lc.dim, "checkpoints": [c["name"] for c in ckpts], "weights": weights, "warmup": warmup_id,
+             "projection": lc.projection, "proj_seed": lc.proj_seed, "adam": lc.adam,
+             "gradients": {"pool": "adam", "query": "sgd"}, "steps": [c["step"] for c in ckpts],
+             "zero_rows": zero, "empty_pool_rows": empty["pool"], "pool_key": key}
+    return attrs, checkpoints

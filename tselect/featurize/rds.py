@@ -9,13 +9,12 @@ order so padding stays small.
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 
 from tselect.data.tokenize import EncodedRow, batches, encode_example, length_sorted
 from tselect.data.types import Dataset
-from tselect.featurize.common import write_unit_rows
+from tselect.featurize.common import Checkpoint
 from tselect.featurize.config import FeaturizeConfig
 
 
@@ -50,13 +49,13 @@ def _embedder(model, pad_id: int, batch_size: int):
     return embed
 
 
-def run(cfg: FeaturizeConfig, pool: Dataset, query: Dataset, group: Path) -> dict:
+def rows(cfg: FeaturizeConfig, pool: Dataset, query: Dataset) -> tuple[dict, list[Checkpoint]]:
     from tselect.models import load_model, resolve_model
 
     model, tok = load_model(resolve_model(cfg.model))
     embed = _embedder(model, tok.pad_token_id, cfg.batch_size)
+    dim, fns = int(model.config.hidden_size), {}
     for name, data in (("query", query), ("pool", pool)):
-        rows = [encode_example(ex, tok, cfg.max_length) for ex in data.examples]
-        write_unit_rows(group / "0", name, len(data), int(model.config.hidden_size), cfg.dtype,
-                        lambda a, b, advance, r=rows: embed(r[a:b], advance), f"rds {name}")
-    return {"dim": int(model.config.hidden_size), "checkpoints": ["0"], "weights": [1.0]}
+        encoded = [encode_example(ex, tok, cfg.max_length) for ex in data.examples]
+        fns[name] = lambda a, b, advance, r=encoded: embed(r[a:b], advance)
+    return {"dim": dim, "checkpoints": ["0"], "weights": [1.0]}, [Checkpoint("0", dim, fns["query"], fns["pool"])]

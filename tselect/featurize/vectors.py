@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
 
 from tselect.data.types import Dataset
 from tselect.errors import UserError
-from tselect.featurize.common import write_unit_rows
+from tselect.files import sha256_file
+from tselect.featurize.common import Checkpoint
 from tselect.featurize.config import FeaturizeConfig
-from tselect.select.similarity import l2_normalize
+from tselect.similarity import l2_normalize
 
 
 def _load(path: str, flag: str, n_rows: int) -> np.ndarray:
@@ -70,21 +70,16 @@ def identity(cfg: FeaturizeConfig) -> dict[str, str]:
     def digest(path: str | None) -> str:
         if not path or not Path(path).is_file():
             raise UserError("--rep vectors needs existing --pool-vectors and --query-vectors .npy files")
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-        return h.hexdigest()[:16]
+        return sha256_file(Path(path))[:16]
 
     return {"pool_vectors": digest(cfg.pool_vectors), "query_vectors": digest(cfg.query_vectors)}
 
 
-def run(cfg: FeaturizeConfig, pool: Dataset, query: Dataset, group: Path) -> dict:
+def rows(cfg: FeaturizeConfig, pool: Dataset, query: Dataset) -> tuple[dict, list[Checkpoint]]:
     p = _load(cfg.pool_vectors, "--pool-vectors", len(pool))
     q = _load(cfg.query_vectors, "--query-vectors", len(query))
     if p.shape[1] != q.shape[1]:
         raise UserError(f"--pool-vectors width {p.shape[1]} != --query-vectors width {q.shape[1]}; both must use the same dim")
-    for name, arr in (("query", q), ("pool", p)):
-        write_unit_rows(group / "0", name, arr.shape[0], arr.shape[1], cfg.dtype,
-                        lambda s, e, advance, a=arr: unit_rows(a[s:e]), f"vectors {name}")
-    return {"dim": int(p.shape[1]), "checkpoints": ["0"], "weights": [1.0]}
+    fns = {name: (lambda s, e, advance, a=arr: unit_rows(a[s:e])) for name, arr in (("query", q), ("pool", p))}
+    dim = int(p.shape[1])
+    return {"dim": dim, "checkpoints": ["0"], "weights": [1.0]}, [Checkpoint("0", dim, fns["query"], fns["pool"])]

@@ -12,9 +12,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 from pathlib import Path
 
-from tselect import artifacts, progress, store
+from tselect import artifacts, identity, progress, store
 from tselect.errors import UserError
 from tselect.report.tables import HIGHER_IS_BETTER
 
@@ -27,6 +28,8 @@ class ReportConfig:
     """Experiment artifact id (from `tselect run`)."""
     metric: str = "auto"
     """Task metric for tables and the recommendation: acc, acc_norm, em, f1, num_em, query_loss, or auto."""
+
+    NOT_HASHED: ClassVar[dict[str, str]] = {"experiment": "artifact id in the inputs"}
 
     def __post_init__(self):
         if self.metric != "auto" and self.metric not in HIGHER_IS_BETTER:
@@ -66,6 +69,6 @@ def run(cfg: ReportConfig, root: Path) -> str:
         build.record(experiment=exp.id, name=header["name"], metric=summary["metric"], n_rows=len(rows),
                      choice=summary["choice"])
 
-    aid = artifacts.produce(root, "report", {"metric": cfg.metric, "format": FORMAT}, {"experiment": exp.id}, write)
+    aid = artifacts.produce(root, "report", identity.hashed(cfg, format=FORMAT), {"experiment": exp.id}, write)
     progress.note(f"report {header['name']}: {len(rows)} results → {aid}")
     return aid

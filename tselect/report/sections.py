@@ -39,7 +39,7 @@ def _stat_row(label: str, table: dict, stats: list, marks: list[bool]) -> list[s
 
 
 def budget_block(table: dict) -> tuple:
-    budgets, q = table["budgets"], table["quantity"]
+    budgets = table["budgets"]
     no_marks = [False] * len(budgets)
     rows = []
     for ref, label in (("zero_shot", "zero-shot"), ("random", "random")):

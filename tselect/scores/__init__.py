@@ -12,13 +12,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
-from tselect import artifacts, progress, store
+from tselect import artifacts, identity, progress, store
 from tselect.data import load_dataset
 from tselect.data.types import Dataset
 from tselect.errors import UserError
+from tselect.lineage import data_location
 from tselect.scores import ifd, judge, length, miwv
 from tselect.scores.common import column
 
@@ -40,6 +42,10 @@ class ScoreConfig:
     batch_size: int = 8
     """Sequences per forward pass."""
 
+    NOT_HASHED: ClassVar[dict[str, str]] = {
+        "pool": "enters the id by content hash (inputs)", "model": "enters the id by content fingerprint (inputs)",
+        "fmt": "only parses the pool, whose content hash is an input", "features": "artifact id in the inputs (miwv)"}
+
     def __post_init__(self):
         if self.max_length < 8:
             raise ValueError(f"--max-length must be >= 8, got {self.max_length}")
@@ -55,23 +61,21 @@ class ScoreConfig:
 @dataclass(frozen=True)
 class Strategy:
     fn: Callable  # (cfg, pool, model_ref, features | None) -> common.Result
-    uses: tuple[str, ...]  # config fields that change the scores (hashed into the id)
+    ignores: tuple[str, ...]  # hashed config fields that cannot change this strategy's scores (left out of its id)
     needs_features: bool
     summary: str
 
 
-_FORWARD = ("max_length", "batch_size")  # batch_size stays in the id: float sums differ slightly
-
+# Forward-pass strategies hash max_length and batch_size (batch_size too: float sums differ slightly);
+# length counts untruncated response tokens, so neither can change its scores.
 STRATEGIES: dict[str, Strategy] = {
-    "length": Strategy(length.score, (), False, "response tokens under the model's tokenizer, longest first"),
-    "ifd": Strategy(ifd.score, _FORWARD, False, "IFD = L(answer | instruction) / L(answer), ≥ 1 dropped"),
-    "miwv": Strategy(miwv.score, _FORWARD, True, "loss with nearest neighbour as 1-shot demo − zero-shot loss"),
-    "judge": Strategy(judge.score, _FORWARD, False, "expected 1–5 rating of the response by the scoring LM"),
+    "length": Strategy(length.score, ("max_length", "batch_size"), False,
+                       "response tokens under the model's tokenizer, longest first"),
+    "ifd": Strategy(ifd.score, (), False, "IFD = L(answer | instruction) / L(answer), ≥ 1 dropped"),
+    "miwv": Strategy(miwv.score, (), True, "loss with nearest neighbour as 1-shot demo − zero-shot loss"),
+    "judge": Strategy(judge.score, (), False, "expected 1–5 rating of the response by the scoring LM"),
 }
 
-
-def _where(spec: str) -> str:
-    return spec if spec.startswith("builtin:") else str(Path(spec).resolve())
 
 
 def _features(cfg: ScoreConfig, root: Path, pool: Dataset):
@@ -100,7 +104,7 @@ def run(cfg: ScoreConfig, root: Path) -> str:
     if strat.needs_features:
         art, feats = _features(cfg, root, pool)
         inputs["features"] = art.id
-    hashed = {"strategy": cfg.strategy, **{k: getattr(cfg, k) for k in strat.uses}}
+    hashed = identity.hashed(cfg, also_excluded=strat.ignores)
 
     def write(build: artifacts.Build) -> None:
         started = time.time()
@@ -113,7 +117,7 @@ def run(cfg: ScoreConfig, root: Path) -> str:
             "columns": {name: column(values) for name, values in result.columns.items()}})
         build.record(wall_s=round(time.time() - started, 3), n=len(pool), tokens=int(result.tokens),
                      n_dropped=int(np.isnan(scores).sum()), strategy=cfg.strategy,
-                     model=cfg.model or DEFAULT_MODEL, pool=_where(cfg.pool))
+                     model=cfg.model or DEFAULT_MODEL, pool=data_location(cfg.pool))
 
     aid = artifacts.produce(root, "scores", hashed, inputs, write)
     progress.note(f"score {cfg.strategy}: {len(pool)} pool examples → {aid}")

@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from tselect import progress
-from tselect.data.tokenize import IGNORE, EncodedRow, batches, encode_example, length_sorted
+from tselect.data.tokenize import EncodedRow, batches, encode_example, length_sorted
 from tselect.data.types import Example
+from tselect.tokens import IGNORE, label_ce, logits_at
 
 UNTRUNCATED = 1 << 30  # a max_length no conversation reaches
 
@@ -95,21 +96,15 @@ def label_losses(model, input_ids, attention_mask, labels):
     A model that ignores `logits_to_keep` returns all T positions; those are then indexed.
     """
     import torch
-    import torch.nn.functional as F
 
     device = next(model.parameters()).device
     ids, mask = input_ids.to(device), attention_mask.to(device)
     target = labels.to(device).masked_fill(mask == 0, IGNORE)[:, 1:]  # [B, T-1]
     keep = (target != IGNORE).any(dim=0).nonzero().squeeze(1)  # [K] positions, sorted
     with torch.inference_mode():
-        try:
-            logits = model(input_ids=ids, attention_mask=mask, logits_to_keep=keep).logits  # [B, K, V]
-        except TypeError:  # a model without logits_to_keep
-            logits = model(input_ids=ids, attention_mask=mask).logits  # [B, T, V]
-        if logits.shape[1] != keep.numel():  # K ≤ T-1 < T, so this means "all positions"
-            logits = logits[:, keep]
+        logits = logits_at(model, ids, mask, keep)  # [B, K, V]
         tgt = target[:, keep]  # [B, K]
-        ce = F.cross_entropy(logits.float().transpose(1, 2), tgt, ignore_index=IGNORE, reduction="none")  # [B, K]
+        ce = label_ce(logits, tgt)  # [B, K]
         n = (tgt != IGNORE).sum(dim=1)  # [B]
         mean = ce.double().sum(dim=1) / n.clamp(min=1)
         return torch.where(n > 0, mean, torch.full_like(mean, float("nan"))).cpu()

@@ -19,9 +19,10 @@ from collections.abc import Sequence
 import numpy as np
 
 from tselect import progress
-from tselect.data.tokenize import IGNORE, EncodedRow, batches, encode_example, length_sorted
+from tselect.data.tokenize import EncodedRow, batches, encode_example, length_sorted
 from tselect.data.types import Dataset, Example
 from tselect.errors import UserError
+from tselect.tokens import IGNORE, logits_at
 from tselect.scores.common import UNTRUNCATED, Result, last_answer, load, n_tokens
 
 RATINGS = (1, 2, 3, 4, 5)
@@ -114,13 +115,8 @@ def last_logits(model, ids, mask):
     last = mask.sum(dim=1) - 1  # [B]
     keep, where = torch.unique(last, return_inverse=True)  # [k] sorted positions, [B] into them
     with torch.inference_mode():
-        try:
-            logits = model(input_ids=ids, attention_mask=mask, logits_to_keep=keep).logits  # [B, k, V]
-        except TypeError:  # a model without logits_to_keep: every position
-            logits = model(input_ids=ids, attention_mask=mask).logits  # [B, T, V]
-        # A model that ignored logits_to_keep returned all T positions (if T == k, keep is 0..T-1 anyway).
-        cols = where if logits.shape[1] == keep.numel() else last
-        return logits[torch.arange(ids.shape[0], device=ids.device), cols].float()
+        logits = logits_at(model, ids, mask, keep)  # [B, k, V]
+        return logits[torch.arange(ids.shape[0], device=ids.device), where].float()
 
 
 def score(cfg, pool: Dataset, ref, features) -> Result:

@@ -11,7 +11,8 @@ from __future__ import annotations
 import numpy as np
 
 from tselect import progress
-from tselect.data.tokenize import IGNORE, encode_example
+from tselect.data.tokenize import encode_example
+from tselect.tokens import IGNORE
 from tselect.data.types import Dataset
 from tselect.scores.common import UNTRUNCATED, Result
 

@@ -6,13 +6,15 @@ import dataclasses
 import math
 import typing
 from dataclasses import dataclass
+from typing import ClassVar
 from pathlib import Path
 
 import numpy as np
 
-from tselect import artifacts, progress, store
+from tselect import artifacts, identity, progress, store
 from tselect.errors import UserError
 from tselect.select.inputs import SelectInputs
+from tselect.similarity import feature_similarity
 from tselect.select.registry import SELECTORS
 
 
@@ -32,6 +34,8 @@ class SelectConfig:
     """Score artifact id, for score-based selectors."""
     exclude: tuple[str, ...] = ()
     """Selection artifact ids whose examples must not be chosen (strict_random)."""
+
+    NOT_HASHED: ClassVar[dict[str, str]] = {}  # artifact ids are hashed here and in the inputs
 
 
 def parse_params(selector: str, pairs: tuple[tuple[str, str], ...]):
@@ -75,7 +79,7 @@ def _convert(raw: str, hint, name: str, inf_ok: bool = False):
 def _load_inputs(cfg: SelectConfig, root: Path, needs: frozenset[str]) -> tuple[SelectInputs, dict, dict]:
     feat_art = artifacts.resolve(root, cfg.features, stage="featurize")
     feats = artifacts.open_features(feat_art)
-    inp = SelectInputs(n_pool=feats.n_pool, sim=feats.similarity(), pool_features=feats.pools,
+    inp = SelectInputs(n_pool=feats.n_pool, sim=feature_similarity(feats), pool_features=feats.pools,
                        query_features=feats.queries, weights=feats.weights,
                        query_subtasks=_subtasks(feat_art.record.get("query_subtasks")))
     ids = {"features": feat_art.id}
@@ -114,7 +118,7 @@ def run(cfg: SelectConfig, root: Path) -> str:
     budget = inp.n_pool if cfg.budget is None else cfg.budget
     if not 1 <= budget <= inp.n_pool:
         raise UserError(f"--budget {cfg.budget} is outside 1..{inp.n_pool} (the pool size); pass a smaller budget or omit it")
-    hashed = artifacts.config_dict(cfg)  # input artifacts enter through `ids`
+    hashed = identity.hashed(cfg)
     for key in ("features", "scores", "exclude"):
         hashed.pop(key)
     hashed["params"] = dataclasses.asdict(params)
@@ -173,3 +177,40 @@ def _check_order(order: np.ndarray, n_pool: int) -> None:
     # Internal invariants of every selector: distinct, in-range indices.
     assert order.ndim == 1 and np.unique(order).size == order.size, "selector returned duplicates"
     assert order.size == 0 or (order.min() >= 0 and order.max() < n_pool), "selector index out of range"
+
+
+@dataclass(frozen=True)
+class QuantileConfig:
+    features: str
+    """Feature artifact id the ordering was made from."""
+    order: str
+    """Select artifact id of a whole-pool ordering (budget None)."""
+    quantile_bin: int
+    """Which bin to train on; 0 = nearest to the queries."""
+    bins: int = 10
+    """Contiguous bins the ordering is cut into."""
+    per_bin: int = 500
+    """Rows kept from the head of the bin."""
+
+    NOT_HASHED: ClassVar[dict[str, str]] = {"features": "artifact id in the inputs",
+                                            "order": "artifact id in the inputs (as source)"}
+
+
+def run_quantile(cfg: QuantileConfig, root: Path) -> str:
+    """A select artifact holding the first `per_bin` rows of bin k of a whole-pool ordering.
+
+    Bins are contiguous slices of the order as equal as possible (sizes differ by at most one),
+    bin 0 nearest to the queries; finetune consumes the artifact like any selection.
+    """
+    from tselect import lineage
+
+    order = lineage.selection_indices(artifacts.resolve(root, cfg.order, stage="select"))
+    head = np.array_split(order, cfg.bins)[cfg.quantile_bin][: cfg.per_bin]  # int64[<= per_bin]
+
+    def write(build: artifacts.Build) -> None:
+        store.write_indices(build.path / "indices.json", head, {"quantile_bin": cfg.quantile_bin, "bins": cfg.bins, "scores": None})
+        build.record(selector="quantile", n_selected=int(head.size), n_pool=int(order.size), quantile_bin=cfg.quantile_bin,
+                     bins=cfg.bins)
+
+    config = identity.hashed(cfg, selector="quantile")
+    return artifacts.produce(root, "select", config, {"features": cfg.features, "source": cfg.order}, write)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tselect.select.inputs import SelectInputs
-from tselect.select.similarity import Similarity, column_max, topk_per_query
+from tselect.similarity import Similarity, column_max, topk_per_query
 
 
 @dataclass(frozen=True)

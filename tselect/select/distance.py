@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tselect.select.similarity import Similarity
+from tselect.similarity import Similarity, feature_similarity
 
 EXACT_MAX_CELLS = 4_000_000  # network simplex stays within seconds to about a minute here
 SINKHORN_REG = 0.01
@@ -64,7 +64,7 @@ def selection_distances(features, indices: np.ndarray, budgets=()) -> list[dict]
     indices must be rows of its pool. S[:, indices[:max b]] is gathered in one streamed pass
     and every prefix is measured on a slice of it.
     """
-    sim = features if isinstance(features, Similarity) else features.similarity()
+    sim = features if isinstance(features, Similarity) else feature_similarity(features)
     indices = np.asarray(indices, dtype=np.int64)
     budgets = sorted({int(b) for b in budgets}) or [int(indices.size)]
     if budgets[0] < 1 or budgets[-1] > indices.size:

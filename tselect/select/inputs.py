@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from tselect.select.similarity import Similarity
+from tselect.similarity import Similarity
 
 
 @dataclass
@@ -32,3 +32,9 @@ class SelectInputs:
     scores: np.ndarray | None = None
     query_subtasks: Sequence[str] | None = None
     exclude: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+
+
+def check_param(ok: bool, name: str, value, rule: str, hint: str) -> None:
+    """A selector parameter rule: ValueError naming the parameter, the rule and a valid --param."""
+    if not ok:
+        raise ValueError(f"{name} must be {rule}, got {value}; pass --param {name}={hint}")

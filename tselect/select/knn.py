@@ -18,13 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from tselect.select.basic import order_by_score
-from tselect.select.inputs import SelectInputs
-from tselect.select.similarity import Similarity, column_max, topk_per_query
-
-
-def _check(ok: bool, name: str, value, rule: str, hint: str) -> None:
-    if not ok:
-        raise ValueError(f"{name} must be {rule}, got {value}; pass --param {name}={hint}")
+from tselect.select.inputs import SelectInputs, check_param
+from tselect.similarity import Similarity, column_max, topk_per_query
 
 
 @dataclass(frozen=True)
@@ -37,9 +32,9 @@ class KNNUniformParams:
     """L: nearest pool rows kept per query (capped at the pool size); K never exceeds it."""
 
     def __post_init__(self):
-        _check(0 < self.alpha < 1, "alpha", self.alpha, "in (0, 1)", "0.01")
-        _check(self.c > 0, "c", self.c, "> 0", "5")
-        _check(self.max_k >= 1, "max_k", self.max_k, ">= 1", "5000")
+        check_param(0 < self.alpha < 1, "alpha", self.alpha, "in (0, 1)", "0.01")
+        check_param(self.c > 0, "c", self.c, "> 0", "5")
+        check_param(self.max_k >= 1, "max_k", self.max_k, ">= 1", "5000")
 
 
 def fill_by_max_similarity(head: np.ndarray, sim: Similarity, budget: int) -> np.ndarray:

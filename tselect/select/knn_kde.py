@@ -25,16 +25,11 @@ import numpy as np
 
 from tselect.select.basic import order_by_score
 from tselect.select.diversity import feature_weights, take_rows, weighted_dot
-from tselect.select.inputs import SelectInputs
+from tselect.select.inputs import SelectInputs, check_param
 from tselect.select.knn import fill_by_max_similarity
-from tselect.select.similarity import topk_per_query
+from tselect.similarity import topk_per_query
 
 BLOCK_FLOATS = 1 << 24  # feature floats per gathered block of U (64 MB float32)
-
-
-def _check(ok: bool, name: str, value, rule: str, hint: str) -> None:
-    if not ok:
-        raise ValueError(f"{name} must be {rule}, got {value}; pass --param {name}={hint}")
 
 
 @dataclass(frozen=True)
@@ -53,12 +48,12 @@ class KNNKDEParams:
     """Cap L and KDE_K at N // pool_divisor (TSDS uses 10); 1 = cap at the pool size."""
 
     def __post_init__(self):
-        _check(0 < self.alpha < 1, "alpha", self.alpha, "in (0, 1)", "0.01")
-        _check(self.c > 0, "c", self.c, "> 0", "5")
-        _check(self.max_k >= 2, "max_k", self.max_k, ">= 2", "5000")
-        _check(self.kde_k >= 1, "kde_k", self.kde_k, ">= 1", "1000")
-        _check(self.sigma >= 0, "sigma", self.sigma, ">= 0 (0 = no KDE)", "0.75")
-        _check(self.pool_divisor >= 1, "pool_divisor", self.pool_divisor, ">= 1", "10")
+        check_param(0 < self.alpha < 1, "alpha", self.alpha, "in (0, 1)", "0.01")
+        check_param(self.c > 0, "c", self.c, "> 0", "5")
+        check_param(self.max_k >= 2, "max_k", self.max_k, ">= 2", "5000")
+        check_param(self.kde_k >= 1, "kde_k", self.kde_k, ">= 1", "1000")
+        check_param(self.sigma >= 0, "sigma", self.sigma, ">= 0 (0 = no KDE)", "0.75")
+        check_param(self.pool_divisor >= 1, "pool_divisor", self.pool_divisor, ">= 1", "10")
 
 
 def kde_values(feats, w: np.ndarray, rows: np.ndarray, k: int, sigma: float) -> np.ndarray:

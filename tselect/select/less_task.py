@@ -15,7 +15,7 @@ import numpy as np
 
 from tselect.select.basic import order_by_score
 from tselect.select.inputs import SelectInputs
-from tselect.select.similarity import Similarity
+from tselect.similarity import Similarity
 
 
 def subtask_average(subtasks: Sequence[str] | None, m: int) -> np.ndarray:

@@ -21,14 +21,9 @@ import numpy as np
 
 from tselect.select.basic import order_by_score
 from tselect.select.distance import subset_similarity
-from tselect.select.inputs import SelectInputs
+from tselect.select.inputs import SelectInputs, check_param
 from tselect.select.knn import fill_by_max_similarity
-from tselect.select.similarity import Similarity, topk_per_query
-
-
-def _check(ok: bool, name: str, value, rule: str, hint: str) -> None:
-    if not ok:
-        raise ValueError(f"{name} must be {rule}, got {value}; pass --param {name}={hint}")
+from tselect.similarity import Similarity, topk_per_query
 
 
 @dataclass(frozen=True)
@@ -49,13 +44,13 @@ class UOTParams:
     """Largest M·n solved densely (≈160 MB per float64 matrix); above it candidates are used."""
 
     def __post_init__(self):
-        _check(self.eps > 0, "eps", self.eps, "> 0", "0.01")
-        _check(self.reg_m1 > 0, "reg_m1", self.reg_m1, "> 0 (inf = hard marginal)", "inf")
-        _check(self.reg_m2 > 0, "reg_m2", self.reg_m2, "> 0", "0.0001")
-        _check(self.num_iter >= 1, "num_iter", self.num_iter, ">= 1", "1000")
-        _check(self.tol > 0, "tol", self.tol, "> 0", "1e-6")
-        _check(self.candidates >= 0, "candidates", self.candidates, ">= 0 (0 = dense)", "1000")
-        _check(self.max_cells >= 1, "max_cells", self.max_cells, ">= 1", "20000000")
+        check_param(self.eps > 0, "eps", self.eps, "> 0", "0.01")
+        check_param(self.reg_m1 > 0, "reg_m1", self.reg_m1, "> 0 (inf = hard marginal)", "inf")
+        check_param(self.reg_m2 > 0, "reg_m2", self.reg_m2, "> 0", "0.0001")
+        check_param(self.num_iter >= 1, "num_iter", self.num_iter, ">= 1", "1000")
+        check_param(self.tol > 0, "tol", self.tol, "> 0", "1e-6")
+        check_param(self.candidates >= 0, "candidates", self.candidates, ">= 0 (0 = dense)", "1000")
+        check_param(self.max_cells >= 1, "max_cells", self.max_cells, ">= 1", "20000000")
 
 
 def uot_scores(cost: np.ndarray, col_mass: float, params: UOTParams) -> np.ndarray:

@@ -8,13 +8,15 @@ import torch
 from tselect.data import load_dataset
 from tselect.featurize.adam import check_moments
 from tselect.featurize.grads import lora_param_names
-from tselect.featurize.warmup import (WarmupConfig, load_checkpoint, produce_warmup, read_checkpoints,
-                                      sample_indices, step_groups)
+from tselect.training import TrainConfig
+from tselect.warmup import WarmupRecipe, load_checkpoint, produce_warmup, read_checkpoints, sample_indices
 from tselect.store import load_tensors, read_json
 
 # 24 toy rows: fraction 0.5 → 12 rows; 3 micro-batches of 4 per epoch, all in one step.
-CFG = WarmupConfig(fraction=0.5, min_examples=8, epochs=2, lora_r=4, lora_alpha=8, lr=1e-3, warmup_ratio=0.0,
-                   batch_size=4, effective_batch_size=12, max_length=64)
+CFG = WarmupRecipe(train=TrainConfig(epochs=2, lora_r=4, lora_alpha=8, lora_dropout=0.1, lr=1e-3, warmup_ratio=0.0,
+                                     batch_size=4, effective_batch_size=12, max_length=64,
+                                     target_modules=("q_proj", "k_proj", "v_proj", "o_proj")),
+                   fraction=0.5, min_examples=8)
 
 
 @pytest.fixture(scope="module")
@@ -38,21 +40,13 @@ def base(tiny_model_dir):
 
 
 def test_sample_size_rule_and_determinism():
-    cfg = WarmupConfig()
+    cfg = WarmupRecipe()
     assert len(sample_indices(1000, cfg)) == 50  # 5%
     assert len(sample_indices(100, cfg)) == 32  # floor
     assert sample_indices(10, cfg).tolist() == list(range(10))  # capped at the pool
     a = sample_indices(1000, cfg)
     assert a.tolist() == sorted(set(a.tolist()))  # sorted, no repeats
     assert a.tolist() == sample_indices(1000, cfg).tolist()  # seeded
-
-
-def test_step_groups_cover_each_row_once_per_epoch():
-    cfg = WarmupConfig(batch_size=2, effective_batch_size=4)
-    groups = step_groups(7, epoch=1, cfg=cfg)
-    assert [len(g) for g in groups] == [2, 2]  # 4 micro-batches of ≤2 → 2 steps of 2
-    assert sorted(i for g in groups for mb in g for i in mb) == list(range(7))
-    assert groups != step_groups(7, epoch=2, cfg=cfg)
 
 
 def test_one_checkpoint_per_epoch_with_exact_lr_means(warmup):
@@ -92,6 +86,17 @@ def test_rerun_is_a_noop_and_training_is_deterministic(warmup, tiny_model_dir, t
 
 def test_config_rules_name_the_fields():
     with pytest.raises(ValueError, match="effective_batch_size"):
-        WarmupConfig(batch_size=3, effective_batch_size=8)
+        TrainConfig(batch_size=3, effective_batch_size=8)
     with pytest.raises(ValueError, match="fraction"):
-        WarmupConfig(fraction=0.0)
+        WarmupRecipe(fraction=0.0)
+    with pytest.raises(ValueError, match="method='full' must be 'lora'"):
+        WarmupRecipe(train=TrainConfig(method="full"))
+
+
+def test_presets_are_train_configs():
+    from tselect.warmup import WARMUP_PRESETS
+
+    less, cpu = WARMUP_PRESETS["less"].train, WARMUP_PRESETS["cpu"].train
+    assert (less.lora_r, less.lora_alpha, less.lr, less.batch_size, less.effective_batch_size) == (128, 512, 2e-5, 1, 128)
+    assert (cpu.lora_r, cpu.lora_alpha, cpu.lr, cpu.batch_size, cpu.effective_batch_size) == (8, 32, 1e-4, 8, 16)
+    assert less.epochs == cpu.epochs == 4 and less.lora_dropout == cpu.lora_dropout == 0.1

@@ -10,7 +10,7 @@ torch.set_num_threads(1)
 
 from tselect import artifacts  # noqa: E402
 from tselect.errors import UserError  # noqa: E402
-from tselect.evaluate import EvaluateConfig, _eval_spec, run  # noqa: E402
+from tselect.evaluate import EvaluateConfig, eval_spec, run  # noqa: E402
 from tselect.finetune import FinetuneConfig  # noqa: E402
 from tselect.finetune import run as finetune  # noqa: E402
 from tselect.training import TrainConfig  # noqa: E402
@@ -103,10 +103,10 @@ def test_finetuned_model_lowers_the_loss_it_trained_on(store, files, tiny_model_
         run(EvaluateConfig(target=query, finetune=ft, model=str(tiny_model_dir)), store)
 
 
-def test_eval_spec_defaults():
-    assert _eval_spec(EvaluateConfig(target="builtin:sciq")) == "builtin:sciq:eval"
-    assert _eval_spec(EvaluateConfig(target="builtin:sciq:eval")) is None
-    assert _eval_spec(EvaluateConfig(target="q.jsonl")) is None
-    assert _eval_spec(EvaluateConfig(target="q.jsonl", eval_data="e.jsonl")) == "e.jsonl"
+def testeval_spec_defaults():
+    assert eval_spec(EvaluateConfig(target="builtin:sciq")) == "builtin:sciq:eval"
+    assert eval_spec(EvaluateConfig(target="builtin:sciq:eval")) is None
+    assert eval_spec(EvaluateConfig(target="q.jsonl")) is None
+    assert eval_spec(EvaluateConfig(target="q.jsonl", eval_data="e.jsonl")) == "e.jsonl"
     with pytest.raises(ValueError, match="prompt-format"):
         EvaluateConfig(prompt_format="fewshot")

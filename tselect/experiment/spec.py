@@ -21,12 +21,12 @@ import tomllib
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
+from tselect import identity
 from tselect.errors import UserError
 from tselect.validate import INT_LIMIT
 
-LM_REPS = ("rds", "less")  # representations that run the base LM: they default to [experiment] model
 MIN_RANDOM_SEEDS = 3
 EXPERIMENT_KEYS = ("name", "pool", "model", "targets", "representations", "selectors", "budgets", "seeds",
                    "random_seeds", "full", "full_seeds", "full_max_pool")
@@ -69,13 +69,16 @@ class Spec:
     estimate: dict[str, Any] = field(default_factory=dict)
     source: str = ""  # the TOML path (messages only; not hashed)
 
+    NOT_HASHED: ClassVar[dict[str, str]] = {"source": "the TOML path, used in messages only"}
+
     # --- stage configs ----------------------------------------------------------------------
     def featurize_config(self, rep: str, target: str):
         from tselect.featurize import REPRESENTATIONS
         from tselect.featurize.config import FeaturizeConfig
 
         opts = {**self.featurize, **self.rep_options.get(rep, {})}
-        model = opts.pop("model", self.model if rep in LM_REPS else None)
+        uses_lm = rep in REPRESENTATIONS and REPRESENTATIONS[rep].uses_lm  # the LM reps default to [experiment] model
+        model = opts.pop("model", self.model if uses_lm else None)
         params = opts.pop("params", None) or {}
         if isinstance(opts.get("query_vectors"), dict):
             opts["query_vectors"] = _lookup(opts["query_vectors"], target, f"[featurize.{rep}] query_vectors")
@@ -108,7 +111,7 @@ class Spec:
         out["train"] = {**self.train}
         reps = self.representations if cell.kind == "random" else (cell.rep,)
         if cell.kind != "full":
-            out["featurize"] = {r: _config_without_paths(self.featurize_config(r, cell.targets[0])) for r in reps}
+            out["featurize"] = {r: identity.hashed(self.featurize_config(r, cell.targets[0])) for r in reps}
         if cell.kind in ("grid", "random"):
             out["budgets"] = list(self.budgets)  # select at max(budgets), distances at every budget
             out["select"] = self.selector_params.get(cell.selector, {})
@@ -121,9 +124,7 @@ class Spec:
         return Identity(self)
 
     def as_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d.pop("source")
-        return d
+        return identity.hashed(self)
 
 
 class Identity:
@@ -149,12 +150,12 @@ class Identity:
     @cached_property
     def targets(self) -> dict[str, str]:
         from tselect.data import load_dataset
-        from tselect.evaluate import _eval_spec
+        from tselect.evaluate import eval_spec
 
         out = {}
         for label in self.spec.targets:
             out[f"target:{label}"] = load_dataset(self.spec.targets[label]).content_hash
-            ev = _eval_spec(self.spec.evaluate_config(label, None))
+            ev = eval_spec(self.spec.evaluate_config(label, None))
             out[f"eval:{label}"] = load_dataset(ev).content_hash if ev else "none"
         return out
 
@@ -184,13 +185,6 @@ def _make(cls, **kwargs):
         return cls(**kwargs)
     except (TypeError, ValueError, OverflowError) as e:
         raise UserError(f"experiment: bad {cls.__name__} options: {e}") from None
-
-
-def _config_without_paths(cfg) -> dict[str, Any]:
-    d = dataclasses.asdict(cfg)
-    for key in ("pool", "query", "pool_vectors", "query_vectors", "model"):
-        d.pop(key, None)  # data and models enter cell ids by content (Identity)
-    return d
 
 
 def _lookup(table: dict, key: str, where: str):

@@ -10,9 +10,10 @@ cover the same pool (same content hash), so selection index i means the same exa
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 from pathlib import Path
 
-from tselect import artifacts, lineage, progress, store
+from tselect import artifacts, identity, lineage, progress, store
 from tselect.errors import UserError
 
 DISTANCES = "distances.json"
@@ -25,12 +26,16 @@ class DistanceConfig:
     selection: str
     """Selection artifact id (from `tselect select`) over the same pool."""
     budgets: tuple[int, ...] = ()
-    """Prefix sizes to measure; empty = the whole selection."""
+    """Prefix sizes to measure (kept sorted and unique); empty = the whole selection."""
+
+    NOT_HASHED: ClassVar[dict[str, str]] = {"features": "artifact id in the inputs",
+                                            "selection": "artifact id in the inputs"}
 
     def __post_init__(self):
         bad = [b for b in self.budgets if b < 1]
         if bad:
             raise ValueError(f"--budget must be >= 1, got {bad[0]}")
+        object.__setattr__(self, "budgets", tuple(sorted(set(self.budgets))))  # order and repeats mean nothing
 
 
 def check_same_pool(root: Path, feat: artifacts.Artifact, sel: artifacts.Artifact) -> None:
@@ -55,8 +60,8 @@ def run(cfg: DistanceConfig, root: Path) -> str:
     sel = artifacts.resolve(root, cfg.selection, stage="select")
     check_same_pool(root, feat, sel)
     order = lineage.selection_indices(sel, max(cfg.budgets) if cfg.budgets else None)
-    budgets = sorted(set(cfg.budgets)) or [int(order.size)]
-    hashed = {"budgets": sorted(set(cfg.budgets))}  # the artifacts enter through their ids
+    budgets = list(cfg.budgets) or [int(order.size)]
+    hashed = identity.hashed(cfg)
 
     def write(build: artifacts.Build) -> None:
         feats = artifacts.open_features(feat)

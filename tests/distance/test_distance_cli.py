@@ -13,7 +13,7 @@ import pytest
 
 from tselect import artifacts as A
 from tselect.select.distance import selection_distances
-from tselect.select.similarity import ArraySimilarity
+from tselect.similarity import ArraySimilarity
 
 # Registers the command even before tselect.cli imports distance_cmd itself.
 ENTRY = "import sys, tselect.cli.distance_cmd; from tselect.cli import main; sys.argv[0] = 'tselect'; main()"

@@ -242,3 +242,11 @@ class RunningTopK:
         if self.buf:
             self._merge()
         return self.val, self.idx
+
+
+def feature_similarity(features, chunk_rows: int | None = None) -> FeatureSimilarity:
+    """Streamed similarity over an opened feature store (store.Features): pools × queries, weighted."""
+    from tselect.store import chunk_rows_for
+
+    rows = chunk_rows or max(1024, chunk_rows_for(features.pools[0].shape[1], 4))
+    return FeatureSimilarity(features.pools, features.queries, features.weights, chunk_rows=rows)

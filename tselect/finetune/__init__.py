@@ -12,10 +12,11 @@ import math
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
-from tselect import artifacts, lineage, progress, store
+from tselect import artifacts, identity, lineage, progress, store
 from tselect.errors import UserError
-from tselect.training import SAVERS, TrainConfig, expected_steps, floor_warmup_linear, warmup_steps
+from tselect.training import SAVERS, TrainConfig, canonical_adapter_config, expected_steps, floor_warmup_linear, warmup_steps
 
 FULL = "full"  # --selection full: train on the whole pool
 # Where each method's output lives inside the artifact.
@@ -42,15 +43,17 @@ class FinetuneConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     """Optimization settings (method, LoRA shape, lr, epochs, batch sizes, max_length, seed)."""
 
+    NOT_HASHED: ClassVar[dict[str, str]] = {
+        "selection": "artifact id in the inputs", "pool": "enters the id by content hash (inputs)",
+        "model": "enters the id by content fingerprint (inputs), never by path",
+        "fmt": "only parses the pool, whose content hash is an input"}
+
     def __post_init__(self):
         if self.selection == FULL and not self.pool:
             raise ValueError("--selection full trains on a whole pool: pass --pool (e.g. --pool builtin:pool)")
         if self.budget is not None and self.budget < 1:
             raise ValueError(f"--budget must be >= 1, got {self.budget}")
 
-
-def _where(spec: str) -> str:
-    return spec if spec.startswith("builtin:") else str(Path(spec).resolve())
 
 
 def _training_set(cfg: FinetuneConfig, root: Path):
@@ -60,7 +63,7 @@ def _training_set(cfg: FinetuneConfig, root: Path):
     if cfg.selection == FULL:
         pool = load_dataset(cfg.pool, cfg.fmt)
         n = len(pool) if cfg.budget is None else min(cfg.budget, len(pool))
-        return pool.examples[:n], {"pool": pool.content_hash}, {"pool": _where(cfg.pool), "n_pool": len(pool)}
+        return pool.examples[:n], {"pool": pool.content_hash}, {"pool": lineage.data_location(cfg.pool), "n_pool": len(pool)}
     sel = artifacts.resolve(root, cfg.selection, stage="select")
     pool = lineage.load_pool(root, sel)
     order = lineage.selection_indices(sel, cfg.budget)
@@ -72,10 +75,7 @@ def _training_set(cfg: FinetuneConfig, root: Path):
 def _hashed_config(cfg: FinetuneConfig) -> dict:
     # The data and the model enter the id through `inputs` (selection id / pool hash, model
     # fingerprint), so the same files under another path give the same id.
-    hashed = artifacts.config_dict(cfg)
-    for key in ("selection", "pool", "model", "fmt"):
-        hashed.pop(key)
-    return hashed
+    return identity.hashed(cfg)
 
 
 def _reporter(total_hint: int):
@@ -156,25 +156,6 @@ def _train_and_write(cfg: FinetuneConfig, enc, ref, build: artifacts.Build) -> N
                  final_loss=result.losses[-1] if result.losses else None, cost=result.cost, schedule=schedule)
 
 
-# peft keeps these as Python sets and writes them in hash order, which differs between processes.
-_SET_VALUED = ("target_modules", "modules_to_save", "exclude_modules")
-
-
-def canonical_adapter_config(adapter_dir: Path) -> None:
-    """Rewrite adapter_config.json with set-valued fields sorted, so identical runs give identical bytes."""
-    import json
-    import os
-
-    path = Path(adapter_dir) / "adapter_config.json"
-    config = json.loads(path.read_text())
-    for key in _SET_VALUED:
-        if isinstance(config.get(key), list) and all(isinstance(v, str) for v in config[key]):
-            config[key] = sorted(config[key])
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(config, indent=2, sort_keys=True))  # peft's own layout
-    os.replace(tmp, path)
-
-
 def run(cfg: FinetuneConfig, root: Path) -> str:
     from tselect.models import resolve_model
 
@@ -189,20 +170,10 @@ def run(cfg: FinetuneConfig, root: Path) -> str:
         enc = _encode_checked(cfg, examples, ref)
 
     def write(build: artifacts.Build) -> None:
-        build.record(model=cfg.model if cfg.model is None else _where(cfg.model), model_path=str(ref.path),
+        build.record(model=cfg.model if cfg.model is None else lineage.data_location(cfg.model), model_path=str(ref.path),
                      n_selected=len(examples), **facts)
         _train_and_write(cfg, enc if enc is not None else _encode_checked(cfg, examples, ref), ref, build)
 
     aid = artifacts.produce(root, "finetune", hashed, inputs, write, resume=True)
     progress.note(f"finetune {cfg.train.method}: {len(examples)} examples → {aid}")
     return aid
-
-
-def base_model_spec(art: artifacts.Artifact) -> str | None:
-    """The --model spec a finetune artifact was trained from (None = the embedded default)."""
-    return art.record.get("model")
-
-
-def trained_path(art: artifacts.Artifact) -> Path:
-    """The adapter/ or model/ directory inside a finetune artifact."""
-    return art.path / art.record.get("output", "adapter")

@@ -14,9 +14,9 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from tselect import artifacts, progress, store
+from tselect import artifacts, identity, progress, store
 from tselect.errors import UserError
 from tselect.metrics import exact_match, extract_number, mc_accuracy, token_f1
 
@@ -45,6 +45,11 @@ class EvaluateConfig:
     """Token limit per scored sequence (contexts are cut from the left)."""
     max_new_tokens: int = 32
     """Generation length for rows scored by exact match / F1."""
+
+    NOT_HASHED: ClassVar[dict[str, str]] = {
+        "target": "enters the id by content hash (inputs: query)", "eval_data": "enters the id by content hash (inputs: eval)",
+        "finetune": "artifact id in the inputs", "model": "enters the id by content fingerprint (inputs), never by path",
+        "fmt": "only parses the data, whose content hashes are inputs"}
 
     def __post_init__(self):
         if self.prompt_format not in PROMPTS:
@@ -161,7 +166,7 @@ def _check_trained_files(art: artifacts.Artifact) -> None:
 
 def _check_base(art: artifacts.Artifact):
     """The base model an adapter was trained on, refused if its files changed since."""
-    from tselect.finetune import base_model_spec
+    from tselect.lineage import base_model_spec
     from tselect.models import resolve_model
 
     ref = resolve_model(base_model_spec(art))
@@ -174,7 +179,7 @@ def _check_base(art: artifacts.Artifact):
 def _load_adapter(art: artifacts.Artifact):
     from peft import PeftModel
 
-    from tselect.finetune import trained_path
+    from tselect.lineage import trained_path
     from tselect.models import load_model, quiet_transformers
 
     ref = _check_base(art)
@@ -185,7 +190,7 @@ def _load_adapter(art: artifacts.Artifact):
 
 
 def _load_full(art: artifacts.Artifact):
-    from tselect.finetune import trained_path
+    from tselect.lineage import trained_path
     from tselect.models import load_model, resolve_model
 
     return load_model(resolve_model(str(trained_path(art))))
@@ -210,7 +215,7 @@ def _subject(cfg: EvaluateConfig, root: Path) -> tuple[dict[str, str], Any]:
     return {"finetune": art.id}, lambda: LOADERS[art.record.get("output", "adapter")](art)
 
 
-def _eval_spec(cfg: EvaluateConfig) -> str | None:
+def eval_spec(cfg: EvaluateConfig) -> str | None:
     if cfg.eval_data is not None:
         return cfg.eval_data
     return f"{cfg.target}:eval" if cfg.target.startswith("builtin:") and cfg.target.count(":") == 1 else None
@@ -224,7 +229,7 @@ def _datasets(cfg: EvaluateConfig):
     from tselect.data import load_dataset
     from tselect.data.builtin import builtin_names
 
-    spec = _eval_spec(cfg)
+    spec = eval_spec(cfg)
     if spec is not None and cfg.eval_data is None and spec not in builtin_names():
         with_eval = ", ".join(n[: -len(":eval")] for n in builtin_names() if n.endswith(":eval"))
         raise UserError(f"--target {cfg.target} has no eval split; pass --eval-data FILE or use a target "
@@ -265,19 +270,17 @@ def _summary(metrics: dict[str, Any]) -> dict[str, Any]:
 
 def run(cfg: EvaluateConfig, root: Path) -> str:
     query, evalset = _datasets(cfg)
-    identity, load = _subject(cfg, root)
-    inputs = {**identity, "query": query.content_hash}
+    subject, load = _subject(cfg, root)
+    inputs = {**subject, "query": query.content_hash}
     if evalset is not None:
         inputs["eval"] = evalset.content_hash
-    hashed = artifacts.config_dict(cfg)
-    for key in ("target", "eval_data", "finetune", "model", "fmt"):  # these enter through `inputs`
-        hashed.pop(key)
+    hashed = identity.hashed(cfg)
 
     def write(build: artifacts.Build) -> None:
         model, tok = load()
         start = time.perf_counter()
         metrics = _measure(cfg, model, tok, query, evalset)
-        facts = {"target": cfg.target, "eval_data": _eval_spec(cfg), "finetune": cfg.finetune,
+        facts = {"target": cfg.target, "eval_data": eval_spec(cfg), "finetune": cfg.finetune,
                  "model": cfg.model, "prompt_format": cfg.prompt_format, "limit": cfg.limit}
         store.write_json(build.path / "metrics.json", {**facts, **metrics})
         build.record(**facts, **_summary(metrics), seconds=round(time.perf_counter() - start, 3),

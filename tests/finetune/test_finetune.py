@@ -11,7 +11,8 @@ torch.set_num_threads(1)
 from tselect import artifacts  # noqa: E402
 from tselect.featurize import FeaturizeConfig  # noqa: E402
 from tselect.featurize import run as featurize  # noqa: E402
-from tselect.finetune import FinetuneConfig, run, trained_path  # noqa: E402
+from tselect.finetune import FinetuneConfig, run  # noqa: E402
+from tselect.lineage import trained_path  # noqa: E402
 from tselect.select import SelectConfig  # noqa: E402
 from tselect.select import run as select  # noqa: E402
 from tselect.training import TrainConfig, expected_steps  # noqa: E402

@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from tselect import artifacts, progress, store
+from tselect import artifacts, identity, progress, store
 from tselect.errors import UserError
-from tselect.experiment_spec import Spec, load_spec  # noqa: F401  (re-exported for callers)
+from tselect.experiment.spec import Spec, load_spec  # noqa: F401  (re-exported for callers)
 
 KINDS = ("zero_shot", "grid", "random", "full", "quantile")
 
@@ -66,18 +67,6 @@ def plan(spec: Spec, n_pool: int) -> list[Cell]:
     return cells
 
 
-def parse_part(text: str | None) -> tuple[int, int] | None:
-    if text is None:
-        return None
-    try:
-        i, n = (int(x) for x in text.split("/"))
-    except ValueError:
-        raise UserError(f"--part {text!r} must look like i/N, e.g. --part 0/2") from None
-    if not (n >= 1 and 0 <= i < n):
-        raise UserError(f"--part {text}: need N >= 1 and 0 <= i < N, e.g. --part 1/2")
-    return i, n
-
-
 # --- the stages, called in-process and memoized per run ---------------------------------------
 
 class Stages:
@@ -86,65 +75,47 @@ class Stages:
     def __init__(self, spec: Spec, root: Path):
         self.spec, self.root, self._memo = spec, root, {}
 
-    def _call(self, module: str, cfg) -> str:
-        import importlib
-
-        key = (module, repr(cfg))
+    def _call(self, run: Callable[[Any, Path], str], cfg) -> str:
+        key = (run.__module__, repr(cfg))
         if key not in self._memo:
-            self._memo[key] = importlib.import_module(module).run(cfg, self.root)
+            self._memo[key] = run(cfg, self.root)
         return self._memo[key]
 
     def features(self, rep: str, target: str) -> str:
-        return self._call("tselect.featurize", self.spec.featurize_config(rep, target))
+        from tselect import featurize
+
+        return self._call(featurize.run, self.spec.featurize_config(rep, target))
 
     def select(self, features: str, selector: str, budget: int | None, seed: int = 0) -> str:
-        from tselect.select import SelectConfig
+        from tselect import select
 
         params = tuple(sorted(self.spec.selector_params.get(selector, {}).items()))
-        return self._call("tselect.select", SelectConfig(features=features, selector=selector, budget=budget,
-                                                         seed=seed, params=params))
+        return self._call(select.run, select.SelectConfig(features=features, selector=selector, budget=budget,
+                                                          seed=seed, params=params))
 
     def finetune(self, selection: str, budget: int | None, seed: int) -> str:
-        from tselect.finetune import FinetuneConfig
+        from tselect import finetune
 
         pool = self.spec.pool if selection == "full" else None
-        return self._call("tselect.finetune", FinetuneConfig(selection=selection, budget=budget, pool=pool,
-                                                             model=self.spec.model, train=self.spec.train_config(seed)))
+        return self._call(finetune.run, finetune.FinetuneConfig(selection=selection, budget=budget, pool=pool,
+                                                                model=self.spec.model, train=self.spec.train_config(seed)))
 
     def evaluate(self, target: str, finetune: str | None) -> str:
-        return self._call("tselect.evaluate", self.spec.evaluate_config(target, finetune))
+        from tselect import evaluate
+
+        return self._call(evaluate.run, self.spec.evaluate_config(target, finetune))
 
     def distance(self, features: str, selection: str, budgets: tuple[int, ...]) -> str:
-        from tselect.distance_stage import DistanceConfig
+        from tselect import distance
 
-        return self._call("tselect.distance_stage", DistanceConfig(features=features, selection=selection, budgets=budgets))
+        return self._call(distance.run, distance.DistanceConfig(features=features, selection=selection, budgets=budgets))
 
     def quantile_bin(self, features: str, order: str, k: int) -> str:
-        q, key = self.spec.quantile, ("bin", features, order, k)
-        if key not in self._memo:
-            self._memo[key] = quantile_selection(self.root, features, order, k, q.bins, q.per_bin)
-        return self._memo[key]
+        from tselect import select
 
-
-def quantile_selection(root: Path, features: str, order_id: str, k: int, bins: int, per_bin: int) -> str:
-    """A select artifact holding the first `per_bin` rows of bin k of a whole-pool ordering.
-
-    Bins are contiguous slices of the order as equal as possible (sizes differ by at most one),
-    bin 0 nearest to the queries; finetune consumes the artifact like any selection.
-    """
-    import numpy as np
-
-    from tselect import lineage
-
-    order = lineage.selection_indices(artifacts.resolve(root, order_id, stage="select"))
-    head = np.array_split(order, bins)[k][:per_bin]  # int64[<= per_bin]
-
-    def write(build: artifacts.Build) -> None:
-        store.write_indices(build.path / "indices.json", head, {"quantile_bin": k, "bins": bins, "scores": None})
-        build.record(selector="quantile", n_selected=int(head.size), n_pool=int(order.size), quantile_bin=k, bins=bins)
-
-    config = {"selector": "quantile", "quantile_bin": k, "bins": bins, "per_bin": per_bin}
-    return artifacts.produce(root, "select", config, {"features": features, "source": order_id}, write)
+        q = self.spec.quantile
+        return self._call(select.run_quantile, select.QuantileConfig(features=features, order=order, quantile_bin=k,
+                                                                     bins=q.bins, per_bin=q.per_bin))
 
 
 # --- one cell ---------------------------------------------------------------------------------
@@ -214,6 +185,26 @@ def make_cell(st: Stages, cell: Cell, identity: dict[str, str]) -> str:
     return artifacts.produce(st.root, "cell", st.spec.cell_settings(cell), identity, write)
 
 
+@dataclass(frozen=True)
+class ExperimentConfig:
+    spec: str
+    """Experiment TOML file (see examples/experiments/)."""
+    part: tuple[int, int] | None = None
+    """Run only cells whose index ≡ i mod N, as (i, N); None = every cell."""
+    collect: bool = False
+    """Run nothing; write the experiment artifact if every cell exists."""
+
+    NOT_HASHED: ClassVar[dict[str, str]] = {
+        "spec": "the TOML's contents (Spec) are hashed, not its path",
+        "part": "which share of the cells this host runs, not what they compute",
+        "collect": "whether to run cells first, not what the experiment holds"}
+
+
+def run(cfg: ExperimentConfig, root: Path) -> str | None:
+    """The experiment stage: the experiment id, or None after a `part` run."""
+    return run_experiment(load_spec(cfg.spec), root, cfg.part, cfg.collect)
+
+
 # --- the whole grid -----------------------------------------------------------------------------
 
 def run_experiment(spec: Spec, root: Path, part: tuple[int, int] | None = None, collect: bool = False) -> str | None:
@@ -280,7 +271,7 @@ def _collect(spec: Spec, root: Path, cells: list[Cell], ident) -> str:
         store.write_json(build.path / "spec.json", spec.as_dict())
         build.record(name=spec.name, n_cells=len(rows), kinds={k: sum(r["cell"]["kind"] == k for r in rows) for k in KINDS})
 
-    aid = artifacts.produce(root, "experiment", spec.as_dict(), {"cells": digest}, write)
+    aid = artifacts.produce(root, "experiment", identity.hashed(spec), {"cells": digest}, write)
     progress.note(f"experiment {spec.name}: {len(rows)} cells → {aid}")
     return aid
 
@@ -289,14 +280,17 @@ def _collect(spec: Spec, root: Path, cells: list[Cell], ident) -> str:
 
 # Rough seconds per unit on a quiet 2-core CPU with the embedded 135M model at ~128 tokens;
 # an [estimate] table in the TOML overrides them (e.g. with GPU numbers).
-COSTS = {"train_example": 0.6, "eval_item": 0.35, "query_row": 0.1, "stage_overhead": 6.0,
-         "featurize_row": {"embed": 0.01, "rds": 0.2, "less": 2.4, "vectors": 0.0}, "query_rows": 32}
+# Featurize seconds per row come from each representation's registry entry (`cost`).
+COSTS = {"train_example": 0.6, "eval_item": 0.35, "query_row": 0.1, "stage_overhead": 6.0, "query_rows": 32}
 
 
 def estimate(spec: Spec, cells: list[Cell], n_pool: int) -> dict[str, float]:
     """Work counts and a rough wall-time estimate (seconds) for a list of cells."""
+    from tselect.featurize import REPRESENTATIONS
+
     c = {**COSTS, **spec.estimate}
-    per_row = {**COSTS["featurize_row"], **spec.estimate.get("featurize_row", {})}
+    per_row = {**{name: r.cost for name, r in REPRESENTATIONS.items()}, **spec.estimate.get("featurize_row", {})}
+    shared = {name for name, r in REPRESENTATIONS.items() if r.shares_pool}
     epochs = int(spec.train.get("epochs", 2))
     limit = spec.evaluate.get("limit")
     q = spec.quantile
@@ -309,10 +303,11 @@ def estimate(spec: Spec, cells: list[Cell], n_pool: int) -> dict[str, float]:
     n_eval = sum(len(cl.targets) for cl in cells)
     items = n_eval * (limit or 500)
     queries = n_eval * min(limit or c["query_rows"], c["query_rows"])
-    # LESS pool gradients are computed once per pool and copied for every further target.
+    # Pool rows of a `shares_pool` representation (LESS) are computed once per pool, copied for every further target.
     pool_rows = {rep: n_pool * per_row.get(rep, 0.2) for rep, _ in feats}
     feat_rows = (sum(c["query_rows"] * per_row.get(rep, 0.2) for rep, _ in feats)
-                 + sum(pool_rows[rep] for rep, _ in feats if rep != "less") + pool_rows.get("less", 0.0))
+                 + sum(pool_rows[rep] for rep, _ in feats if rep not in shared)
+                 + sum(pool_rows[rep] for rep in shared if rep in pool_rows))
     seconds = (train_rows * c["train_example"] + items * c["eval_item"] + queries * c["query_row"]
                + (len(trained) + n_eval + len(feats)) * c["stage_overhead"] + feat_rows)
     return {"cells": len(cells), "featurize": len(feats), "finetunes": len(trained), "train_example_epochs": train_rows,

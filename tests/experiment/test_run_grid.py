@@ -189,11 +189,12 @@ def test_bad_specs_are_user_errors(tmp_path, text, match):
         load_spec(tmp_path / "x.toml")
 
 
-def test_parse_part():
+def test_parse_share():
+    from tselect.cli.app import parse_share
     from tselect.errors import UserError
-    from tselect.experiment import parse_part
 
-    assert parse_part("1/3") == (1, 3) and parse_part(None) is None
-    for bad in ("3/3", "x", "1/0"):
-        with pytest.raises(UserError):
-            parse_part(bad)
+    assert parse_share("1/3", "--part") == (1, 3) and parse_share("0/1", "--shard") == (0, 1)
+    for bad, match in (("3/3", "--part 3/3: need N >= 1 and 0 <= i < N"), ("x", "--part 'x' must look like i/N"),
+                       ("1/0", "need N >= 1")):
+        with pytest.raises(UserError, match=match):
+            parse_share(bad, "--part")
