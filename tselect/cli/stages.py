@@ -33,7 +33,7 @@ def featurize(
     dtype: Annotated[str, typer.Option(help="Stored feature dtype: float16 or float32")] = "float16",
     pool_vectors: Annotated[str | None, typer.Option(help="vectors: .npy, row i = pool example i")] = None,
     query_vectors: Annotated[str | None, typer.Option(help="vectors: .npy, row i = query example i")] = None,
-    param: Annotated[list[str] | None, typer.Option("--param", "-p", help="Representation option NAME=VALUE, e.g. less: dim=8192, projection=sjlt|rademacher, warmup=cpu|less, adam=less|bias_corrected")] = None,
+    param: Annotated[list[str] | None, typer.Option("--param", "-p", help="Representation option NAME=VALUE, e.g. less: dim=8192, projection=sjlt|kronecker|rademacher, warmup=cpu|less, adam=less|bias_corrected")] = None,
     shard: Annotated[str | None, typer.Option(help="Compute only shard i of N ('i/N'); default from torchrun RANK/WORLD_SIZE or a Slurm array")] = None,
     store: StoreOpt = None,
 ):

@@ -30,7 +30,8 @@ from tselect.featurize.warmup import WARMUP_PRESETS, load_checkpoint, produce_wa
 @dataclass(frozen=True)
 class LessConfig:
     projection: str = "sjlt"
-    """Random projection: sjlt (sparse, fast on CPU) or rademacher (dense, LESS's choice)."""
+    """Random projection: sjlt (sparse, O(P), the default everywhere), kronecker (two-sided per factor,
+    dense quality) or rademacher (dense, LESS's choice; small P only, refuses above a budget)."""
     dim: int = 8192
     """Projected dimension per checkpoint."""
     proj_seed: int = 0
