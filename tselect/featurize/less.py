@@ -40,6 +40,8 @@ class LessConfig:
     """Pool-gradient preconditioner: less (no bias correction, as LESS) or bias_corrected."""
     warmup: str = "cpu"
     """Warmup preset: cpu (r=8, for the embedded 135M model) or less (r=128, the LESS recipe)."""
+    max_tokens: int = 0
+    """Token budget per batch (rows × padded width); 0 = from free device memory on CUDA, off on CPU."""
 
     def __post_init__(self):
         from tselect.featurize.project import PROJECTIONS
@@ -50,6 +52,16 @@ class LessConfig:
                 raise UserError(f"less {key}={value!r} is unknown; choose one of {', '.join(choices)}")
         if self.dim < 1:
             raise UserError(f"less dim={self.dim} must be >= 1")
+        if self.max_tokens < 0:
+            raise UserError(f"less max_tokens={self.max_tokens} must be >= 0 (0 = automatic)")
+
+
+def _options(lc: LessConfig) -> dict:
+    """LessConfig as hashed: max_tokens only when set, so ids from before it existed still match."""
+    d = dataclasses.asdict(lc)
+    if not lc.max_tokens:
+        d.pop("max_tokens")
+    return d
 
 
 def _adam_less(exp_avg, exp_avg_sq, state) -> Callable:
@@ -86,7 +98,7 @@ def identity(cfg) -> dict[str, str]:
     from tselect.models import resolve_model
 
     lc = less_config(cfg)
-    resolved = {"less": dataclasses.asdict(lc), "warmup": dataclasses.asdict(WARMUP_PRESETS[lc.warmup])}
+    resolved = {"less": _options(lc), "warmup": dataclasses.asdict(WARMUP_PRESETS[lc.warmup])}
     return {"model": resolve_model(cfg.model).fingerprint, "less": json.dumps(resolved, sort_keys=True)}
 
 
@@ -109,21 +121,27 @@ def _check_warmup(root: Path, warmup_id: str) -> None:
 
 
 def gradient_rows(model, rows, pad_id: int, batch_size: int, projector, transform=None,
-                  advance: Callable[[int], None] | None = None) -> np.ndarray:
+                  advance: Callable[[int], None] | None = None, max_tokens: int | None = None) -> np.ndarray:
     """[len(rows), dim] fp32 projected gradients, batched by length (results in input order).
 
-    advance(n) is called after each batch of n rows (progress reporting).
+    Batches hold at most batch_size rows and, with max_tokens, at most max_tokens padded tokens;
+    a batch that runs out of device memory is retried in halves (batching.run_split).
+    advance(n) is called after each finished batch of n rows (progress reporting).
     """
-    from tselect.data.tokenize import batches, length_sorted
+    from tselect.data.tokenize import batches
+    from tselect.featurize.batching import row_groups, run_split
     from tselect.featurize.grads import projected_grads
 
     device = next(model.parameters()).device
     out = np.zeros((len(rows), projector.dim), dtype=np.float32)
-    for idx, ids, mask, labels in batches(rows, batch_size, pad_id, order=length_sorted(rows)):
+
+    def one(idx: list[int]) -> np.ndarray:
+        _, ids, mask, labels = next(batches(rows, len(idx), pad_id, order=idx))
         batch = {"input_ids": ids.to(device), "attention_mask": mask.to(device), "labels": labels.to(device)}
-        out[idx] = projected_grads(model, batch, projector, transform).cpu().numpy()
-        if advance is not None:
-            advance(len(idx))
+        return projected_grads(model, batch, projector, transform).cpu().numpy()
+
+    for idx in row_groups([len(r.input_ids) for r in rows], batch_size, max_tokens):
+        run_split(one, idx, out, advance)
     return out
 
 
@@ -151,13 +169,27 @@ class _Checkpoint:
         return self._loaded
 
 
+def _max_tokens(cfg, lc: LessConfig, model) -> int | None:
+    """--param max_tokens, else the planner's budget from free CUDA memory, else None (CPU)."""
+    from tselect.featurize.plan import auto_max_tokens
+
+    if lc.max_tokens:
+        return lc.max_tokens
+    preset = WARMUP_PRESETS[lc.warmup]
+    return auto_max_tokens(model, cfg.max_length, preset.lora_r, preset.target_modules, lc.projection, lc.dim)
+
+
 def _rows_fn(cfg, ckpt: _Checkpoint, rows: list, projector, adam: str | None):
     """rows_fn(start, stop, advance) for write_unit_rows; adam=None gives plain gradients."""
+    budget: list[int | None] = []  # computed once per checkpoint, on first use
 
     def rows_fn(start: int, stop: int, advance: Callable[[int], None]) -> np.ndarray:
         model, tok, exp_avg, exp_avg_sq, state = ckpt.get()
+        if not budget:
+            budget.append(_max_tokens(cfg, less_config(cfg), model))
         transform = None if adam is None else ADAM[adam](exp_avg, exp_avg_sq, state)
-        return gradient_rows(model, rows[start:stop], tok.pad_token_id, cfg.batch_size, projector, transform, advance)
+        return gradient_rows(model, rows[start:stop], tok.pad_token_id, cfg.batch_size, projector, transform, advance,
+                             max_tokens=budget[0])
 
     return rows_fn
 
@@ -166,7 +198,7 @@ def pool_key(cfg, lc: LessConfig, warmup_id: str, pool: Dataset) -> str:
     """What the pool rows depend on (not the queries): equal keys mean byte-identical pool rows."""
     import hashlib
 
-    parts = {"warmup": warmup_id, "less": dataclasses.asdict(lc), "max_length": cfg.max_length,
+    parts = {"warmup": warmup_id, "less": _options(lc), "max_length": cfg.max_length,
              "batch_size": cfg.batch_size, "dtype": cfg.dtype, "pool": pool.content_hash}
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]
 
