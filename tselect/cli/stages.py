@@ -35,14 +35,24 @@ def featurize(
     query_vectors: Annotated[str | None, typer.Option(help="vectors: .npy, row i = query example i")] = None,
     param: Annotated[list[str] | None, typer.Option("--param", "-p", help="Representation option NAME=VALUE, e.g. less: dim=8192, projection=sjlt|kronecker|rademacher, warmup=cpu|less, adam=less|bias_corrected")] = None,
     shard: Annotated[str | None, typer.Option(help="Compute only shard i of N ('i/N'); default from torchrun RANK/WORLD_SIZE or a Slurm array")] = None,
+    max_tokens: Annotated[int | None, typer.Option(help="less: token budget per batch (rows x padded width); default from free GPU memory")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="less: print rows, tokens, batches, peak memory and time from the model config (no weights), then stop")] = False,
+    plan_device: Annotated[str | None, typer.Option(help="--dry-run: plan for h100, h200, a100 or l40s instead of the detected device")] = None,
     store: StoreOpt = None,
 ):
     """Turn pool and query examples into a feature store (one unit row per example)."""
     from tselect import featurize as stage
 
+    if max_tokens is not None:
+        param = [*(param or []), f"max_tokens={max_tokens}"]
     cfg = make(stage.FeaturizeConfig, rep=rep, pool=pool, query=query, model=model, fmt=fmt, max_length=max_length,
                batch_size=batch_size, dtype=dtype, pool_vectors=pool_vectors, query_vectors=query_vectors,
                params=parse_pairs(param))
+    if dry_run:
+        from tselect.featurize.dryrun import dry_run as plan_job
+
+        typer.echo(plan_job(cfg, plan_device))
+        return
     emit(stage.run(cfg, root(store), shard=resolve_shard(shard)))
 
 

@@ -15,6 +15,7 @@ Imports torch/transformers/peft inside functions.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 GIB = 1 << 30
@@ -143,7 +144,9 @@ def memory_model(config: dict, lora_r: int, targets: tuple[str, ...], dtype: str
     from tselect.featurize.project import kron_split
 
     n_layers = int(config["num_hidden_layers"])
-    model = meta_lora_model({**config, "num_hidden_layers": 1}, lora_r, targets, dtype)  # layers are alike
+    with warnings.catch_warnings():  # transformers' deprecation chatter from peft's wrapper
+        warnings.simplefilter("ignore", FutureWarning)
+        model = meta_lora_model({**config, "num_hidden_layers": 1}, lora_r, targets, dtype)  # layers are alike
     model.eval()
     t1, t2 = 64, 128
     s1, s2 = _layer_saved_bytes(model, t1), _layer_saved_bytes(model, t2)
@@ -213,7 +216,7 @@ def token_batches(lengths: list[int], max_tokens: int, max_rows: int | None = No
 
 
 def plan(mm: MemoryModel, lengths: list[int], checkpoints: int, device: DeviceSpec, max_length: int,
-         max_tokens: int | None = None, mfu: float = MFU) -> Plan:
+         max_tokens: int | None = None, max_rows: int | None = None, mfu: float = MFU) -> Plan:
     """Batches under the token budget (default: the most that fits the device) and the job's time."""
     from tselect.errors import UserError
 
@@ -224,7 +227,7 @@ def plan(mm: MemoryModel, lengths: list[int], checkpoints: int, device: DeviceSp
         raise UserError(f"one row of {max_length} tokens needs ~{need:.1f} GiB, more than {budget / GIB:.1f} GiB "
                         f"usable on {device.name}; lower --max-length or use a larger device")
     cap = min(max_tokens or fit, fit)
-    groups = token_batches(lengths, cap)
+    groups = token_batches(lengths, cap, max_rows)
     widths = [max(lengths[i] for i in g) for g in groups]
     padded = sum(w * len(g) for g, w in zip(groups, widths))
     peak = max(mm.peak_bytes(len(g), w) for g, w in zip(groups, widths))
