@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tselect.featurize.grads import (lora_param_names, per_example_grads, per_example_loss,
+from tselect.featurize.grads import (lora_linears, lora_param_names, per_example_grads, per_example_loss,
                                      projected_grads, run_with_grad_hooks)
 from tselect.featurize.project import SparseJL
 
@@ -151,3 +151,25 @@ def test_model_without_lora_is_rejected():
                                         num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=2))
     with pytest.raises(ValueError, match="no active LoRA"):
         lora_param_names(base)
+
+
+def test_gradient_checkpointing_gives_the_same_per_example_gradients():
+    # Checkpointing needs train mode (eval() turns HF checkpointing off); dropout must still be
+    # off, and x must be captured on the recompute pass. The LoRA dropout here is 0.1, so a
+    # dropout left on would show as a large error.
+    model = tiny_lora_model()
+    batch = padded_batch([9, 5, 12, 7], seed=1)
+    plain = per_example_grads(model, batch)
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    calls: dict[str, int] = {}
+    lin = next(iter(lora_linears(model).values()))
+    h = lin.register_forward_hook(lambda *a: calls.__setitem__("n", calls.get("n", 0) + 1))
+    try:
+        ckpt = per_example_grads(model, batch)
+    finally:
+        h.remove()
+    assert calls["n"] == 2, "the layer did not run twice: checkpointing never engaged, the test is vacuous"
+    assert not model.training, "the model's mode is restored"
+    for name, g in plain.items():
+        err = rel_err(ckpt[name], g)
+        assert err < RTOL, f"{name}: checkpointed per-example gradient differs by {err:.2e} (dropout on? x from the wrong pass?)"
