@@ -174,3 +174,21 @@ def test_gradient_checkpointing_gives_the_same_per_example_gradients():
     for name, g in plain.items():
         err = rel_err(ckpt[name], g)
         assert err < RTOL, f"{name}: checkpointed per-example gradient differs by {err:.2e} (dropout on? x from the wrong pass?)"
+
+
+def test_no_summed_parameter_gradient_is_computed():
+    # The per-example hooks need only each factor's output gradient; the batch-summed
+    # parameter gradient would cost one [out, in] matmul per factor and be thrown away.
+    model = tiny_lora_model()
+    fired = []
+    params = [p for lin in lora_linears(model).values() for p in lin.parameters()]
+    handles = [p.register_hook(lambda g: fired.append(g.shape)) for p in params]
+    try:
+        got = []
+        run_with_grad_hooks(model, padded_batch([6, 9], seed=4), lambda n, v: got.append(n))
+    finally:
+        for h in handles:
+            h.remove()
+    assert len(got) == len(params), "every factor's per-example gradient still arrives"
+    assert fired == [], f"autograd computed {len(fired)} summed LoRA parameter gradients"
+    assert all(p.grad is None for p in params)

@@ -99,7 +99,7 @@ def _factor_grads(lin: nn.Linear, x: torch.Tensor, g: torch.Tensor, keep: torch.
 
 @contextmanager
 def _hooks(linears: dict[str, nn.Linear], keep: torch.Tensor, on_grad: OnGrad,
-           recompute: bool = False) -> Iterator[None]:
+           recompute: bool = False) -> Iterator[list[torch.Tensor]]:
     """Forward hooks that attach a gradient hook to each LoRA factor's output.
 
     Each factor's math needs its input x and its output gradient g; they meet in a rendezvous,
@@ -110,6 +110,7 @@ def _hooks(linears: dict[str, nn.Linear], keep: torch.Tensor, on_grad: OnGrad,
     the [B, T, in] inputs are never held across the whole forward.
     """
     seen: set[str] = set()
+    outputs: list[torch.Tensor] = []  # every factor output: what run_with_grad_hooks differentiates
     xs: dict[str, torch.Tensor] = {}
     gs: dict[str, torch.Tensor] = {}
 
@@ -147,12 +148,13 @@ def _hooks(linears: dict[str, nn.Linear], keep: torch.Tensor, on_grad: OnGrad,
             if not recompute:
                 xs[mname] = x
             output.register_hook(grad_hook)
+            outputs.append(output)
 
         return forward_hook
 
     handles = [lin.register_forward_hook(attach(m, lin)) for m, lin in linears.items()]
     try:
-        yield
+        yield outputs
         if gs or (recompute and xs):
             raise RuntimeError(f"per-example hooks left {sorted(gs) or sorted(xs)} unmatched; is gradient "
                                "checkpointing reentrant? use gradient_checkpointing_kwargs={'use_reentrant': False}")
@@ -207,11 +209,13 @@ def run_with_grad_hooks(model: nn.Module, batch: Mapping[str, torch.Tensor], on_
     try:
         for p in params:
             p.requires_grad_(True)
-        with torch.enable_grad(), _dropout_off(model), _hooks(linears, keep, on_grad, recompute):
+        with torch.enable_grad(), _dropout_off(model), _hooks(linears, keep, on_grad, recompute) as outputs:
             logits = model(input_ids=ids, attention_mask=keep.long(), use_cache=False).logits
             losses = per_example_loss(logits, labels)  # [B]
-            # autograd.grad rather than backward: hooks fire, nothing accumulates in .grad.
-            torch.autograd.grad(losses.sum(), params, allow_unused=True)
+            # Differentiate w.r.t. the factor OUTPUTS, not the parameters: the hooks see every
+            # output gradient, nothing accumulates in .grad, and autograd skips the summed
+            # parameter gradients (one [out, in] matmul per factor) that would be thrown away.
+            torch.autograd.grad(losses.sum(), outputs, allow_unused=True)
     finally:
         for p, flag in zip(params, flags):
             p.requires_grad_(flag)
