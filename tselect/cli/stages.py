@@ -60,12 +60,12 @@ def resolve_shard(text: str | None) -> tuple[int, int]:
     """--shard i/N, else torchrun's RANK/WORLD_SIZE, else a Slurm array task, else (0, 1)."""
     import os
 
+    env = os.environ
+    if "LOCAL_RANK" in env:  # one GPU per rank under torchrun, also with an explicit --shard
+        os.environ.setdefault("TSELECT_DEVICE_INDEX", env["LOCAL_RANK"])
     if text is None:
-        env = os.environ
         if "WORLD_SIZE" in env and "RANK" in env:
             text = f"{env['RANK']}/{env['WORLD_SIZE']}"
-            if "LOCAL_RANK" in env:  # one GPU per rank under torchrun
-                os.environ.setdefault("TSELECT_DEVICE_INDEX", env["LOCAL_RANK"])
         elif "SLURM_ARRAY_TASK_ID" in env and "SLURM_ARRAY_TASK_COUNT" in env:
             first = int(env.get("SLURM_ARRAY_TASK_MIN", "0"))
             text = f"{int(env['SLURM_ARRAY_TASK_ID']) - first}/{env['SLURM_ARRAY_TASK_COUNT']}"

@@ -24,7 +24,8 @@ import numpy as np
 from tselect.data.types import Dataset
 from tselect.errors import UserError
 from tselect.featurize.common import copy_rows, write_unit_rows
-from tselect.featurize.warmup import WARMUP_PRESETS, load_checkpoint, produce_warmup, read_checkpoints
+from tselect.featurize.warmup import (WARMUP_PRESETS, load_checkpoint, load_moments, produce_warmup,
+                                     read_checkpoints)
 
 
 @dataclass(frozen=True)
@@ -146,10 +147,26 @@ def gradient_rows(model, rows, pad_id: int, batch_size: int, projector, transfor
 
 
 class _Checkpoint:
-    """Loads the base model + one warmup adapter on first use, so finished checkpoints load nothing."""
+    """The model with one warmup checkpoint's adapter + its moments, loaded on first use, so
+    finished checkpoints load nothing. `shared` holds the model across checkpoints: the base is
+    loaded once per process and later checkpoints swap their adapter weights in (adapters.py)."""
 
-    def __init__(self, model_spec: str | None, ckpt_dir: Path):
+    def __init__(self, model_spec: str | None, ckpt_dir: Path, shared: dict | None = None):
         self.model_spec, self.ckpt_dir, self._loaded = model_spec, ckpt_dir, None
+        self.shared = {} if shared is None else shared
+
+    def _model(self):
+        from tselect.featurize.adapters import swap_adapter
+        from tselect.models import load_model, resolve_model
+
+        if "model" not in self.shared:
+            base, tok = load_model(resolve_model(self.model_spec))
+            model, exp_avg, exp_avg_sq, state = load_checkpoint(base, self.ckpt_dir)
+            self.shared.update(model=model, tok=tok)
+            return model, exp_avg, exp_avg_sq, state
+        model = self.shared["model"]
+        swap_adapter(model, self.ckpt_dir)
+        return (model, *load_moments(self.ckpt_dir))
 
     def get(self):
         if self._loaded is None:
@@ -157,16 +174,21 @@ class _Checkpoint:
 
             from tselect.featurize.adam import check_moments
             from tselect.featurize.grads import lora_param_names
-            from tselect.models import load_model, resolve_model
 
-            base, tok = load_model(resolve_model(self.model_spec))
-            model, exp_avg, exp_avg_sq, state = load_checkpoint(base, self.ckpt_dir)
+            model, exp_avg, exp_avg_sq, state = self._model()
             shapes = {n: tuple(p.shape) for n, p in model.named_parameters()}
             check_moments({n: shapes[n] for n in lora_param_names(model)}, exp_avg, exp_avg_sq)
             device = next(model.parameters()).device
+            if device.type == "cuda":  # TF32 for the fp32 per-example bmm and projection matmuls
+                torch.backends.cuda.matmul.allow_tf32 = True
+                torch.backends.cudnn.allow_tf32 = True
             m, v = ({k: t.to(device=device, dtype=torch.float32) for k, t in d.items()} for d in (exp_avg, exp_avg_sq))
-            self._loaded = (model, tok, m, v, state)
+            self._loaded = (model, self.shared["tok"], m, v, state)
         return self._loaded
+
+    def release(self) -> None:
+        """Drop this checkpoint's moments (the shared model stays for the next checkpoint)."""
+        self._loaded = None
 
 
 def _max_tokens(cfg, lc: LessConfig, model) -> int | None:
@@ -258,9 +280,12 @@ def run(cfg, pool: Dataset, query: Dataset, group: Path) -> dict:
                for name, data in (("query", query), ("pool", pool))}
     key = pool_key(cfg, lc, warmup_id, pool)
     donor = _pool_donor(root, key)
+    shared: dict = {}  # one base model per process; adapters swap per checkpoint
     for c in ckpts:
-        _featurize_checkpoint(cfg, lc, _Checkpoint(cfg.model, warmup_dir / c["name"]), encoded,
-                              Path(group) / c["name"], donor)
+        ckpt = _Checkpoint(cfg.model, warmup_dir / c["name"], shared)
+        _featurize_checkpoint(cfg, lc, ckpt, encoded, Path(group) / c["name"], donor)
+        ckpt.release()
+    shared.clear()
     lrs = np.array([c["mean_lr"] for c in ckpts], dtype=np.float64)
     weights = (lrs / lrs.sum()).tolist()  # w_t = η̄_t / Σ η̄: only relative lr matters
     empty = {name: [i for i, r in enumerate(rows) if all(t == IGNORE for t in r.labels)] for name, rows in encoded.items()}
