@@ -124,3 +124,17 @@ def test_only_rank_zero_prints_the_id(clean_env, capsys):
     clean_env.setenv("RANK", "0")
     emit("featurize-def")
     assert capsys.readouterr().out == "featurize-def\n"
+
+
+def test_a_shard_from_another_compute_setup_is_refused(tmp_path):
+    from tselect.errors import UserError
+    from tselect.featurize.compute import claim_setup, compute_setup
+
+    setup = compute_setup()
+    assert setup["compute_dtype"] == "float32" and setup["device"] == "cpu"
+    assert {"torch", "transformers", "peft"} <= set(setup)
+    group = tmp_path / "features.zarr"
+    claim_setup(group, setup)
+    claim_setup(group, setup)  # the same setup: fine, idempotent
+    with pytest.raises(UserError, match="compute_dtype float32 here vs bfloat16"):
+        claim_setup(group, {**setup, "compute_dtype": "bfloat16"})

@@ -24,6 +24,7 @@ import numpy as np
 from tselect.data.types import Dataset
 from tselect.errors import UserError
 from tselect.featurize.common import copy_rows, write_unit_rows
+from tselect.featurize.compute import claim_setup, compute_setup
 from tselect.featurize.warmup import (WARMUP_PRESETS, load_checkpoint, load_moments, produce_warmup,
                                      read_checkpoints)
 
@@ -216,12 +217,12 @@ def _rows_fn(cfg, ckpt: _Checkpoint, rows: list, projector, adam: str | None):
     return rows_fn
 
 
-def pool_key(cfg, lc: LessConfig, warmup_id: str, pool: Dataset) -> str:
+def pool_key(cfg, lc: LessConfig, warmup_id: str, pool: Dataset, setup: dict | None = None) -> str:
     """What the pool rows depend on (not the queries): equal keys mean byte-identical pool rows."""
     import hashlib
 
     parts = {"warmup": warmup_id, "less": _options(lc), "max_length": cfg.max_length,
-             "batch_size": cfg.batch_size, "dtype": cfg.dtype, "pool": pool.content_hash}
+             "batch_size": cfg.batch_size, "dtype": cfg.dtype, "pool": pool.content_hash, **(setup or {})}
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]
 
 
@@ -278,7 +279,9 @@ def run(cfg, pool: Dataset, query: Dataset, group: Path) -> dict:
     tok = load_tokenizer(resolve_model(cfg.model))
     encoded = {name: [encode_example(ex, tok, cfg.max_length) for ex in data.examples]
                for name, data in (("query", query), ("pool", pool))}
-    key = pool_key(cfg, lc, warmup_id, pool)
+    setup = compute_setup()
+    claim_setup(Path(group), setup)
+    key = pool_key(cfg, lc, warmup_id, pool, setup)
     donor = _pool_donor(root, key)
     shared: dict = {}  # one base model per process; adapters swap per checkpoint
     for c in ckpts:
@@ -293,4 +296,4 @@ def run(cfg, pool: Dataset, query: Dataset, group: Path) -> dict:
     return {"dim": lc.dim, "checkpoints": [c["name"] for c in ckpts], "weights": weights, "warmup": warmup_id,
             "projection": lc.projection, "proj_seed": lc.proj_seed, "adam": lc.adam,
             "gradients": {"pool": "adam", "query": "sgd"}, "steps": [c["step"] for c in ckpts],
-            "zero_rows": zero, "empty_pool_rows": empty["pool"], "pool_key": key}
+            "zero_rows": zero, "empty_pool_rows": empty["pool"], "pool_key": key, "compute": setup}
