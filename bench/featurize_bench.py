@@ -111,6 +111,24 @@ def _model(dev):
     return model, tok, m, v
 
 
+def cpu_peak_bytes(fn) -> int:
+    """Peak bytes of tensors allocated (net of frees) while fn() runs, from the profiler's memory
+    timeline: CPU has no allocator peak counter like torch.cuda.max_memory_allocated."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True, with_stack=True) as prof:
+        fn()
+    cur = peak = 0
+    for _, action, _, size in prof._memory_profile().timeline:
+        name = action.name
+        if name in ("CREATE", "INCREMENT_VERSION"):
+            cur += size if name == "CREATE" else 0
+        elif name == "DESTROY":
+            cur -= size
+        peak = max(peak, cur)
+    return peak
+
+
 class _Timed:
     """A projector wrapper that times project() (synchronized)."""
 
@@ -178,9 +196,17 @@ def embedded(a: argparse.Namespace, dev) -> list[dict]:
         seconds = clock() - t0
         mm = memory_model(config, 128, QKVO, dtype, kind, a.dim)
         shapes = sorted({tuple(b["input_ids"].shape) for b in data}, key=lambda s: -s[0] * s[1])[:2]
-        mem = [{"shape": list(s), "predicted_gib": round(mm.peak_bytes(*s) / 2**30, 3),
-                "measured_gib": round(max(p for sh, p in peaks if sh == s) / 2**30, 3) if peaks else "n/a"}
-               for s in shapes]
+        if dev.type == "cuda":  # whole-process peak: weights, moments, tables and the batch
+            mem = [{"shape": list(s), "predicted_gib": round(mm.peak_bytes(*s) / 2**30, 3),
+                    "measured_gib": round(max(p for sh, p in peaks if sh == s) / 2**30, 3)} for s in shapes]
+        else:  # CPU: what one batch allocates on top of the loaded model (the token-dependent part)
+            mem = []
+            for s in shapes:
+                b = next(b for b in data if tuple(b["input_ids"].shape) == s)
+                got = cpu_peak_bytes(lambda: projected_grads(model, b, proj, transform))
+                want = mm.peak_bytes(*s) - mm.static_bytes
+                mem.append({"shape": list(s), "predicted_batch_gib": round(want / 2**30, 3),
+                            "measured_batch_gib": round(got / 2**30, 3), "ratio": round(want / got, 3)})
         out.append({"case": f"embedded-{kind}", "seconds": round(seconds, 3), "tokens_per_s": round(tokens / seconds, 1),
                     "ratio_to_floor": round(base_s / seconds, 3), "projection_share": round(proj.seconds / seconds, 3),
                     "peak_memory": mem})

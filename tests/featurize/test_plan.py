@@ -165,3 +165,31 @@ def test_gradient_rows_with_a_token_budget_and_fake_oom_match_plain_batches(monk
     assert any(b * t > 40 for b, t in sizes), "the fake OOM never fired; the test is vacuous"
     assert all(b * t <= 64 or b == 1 for b, t in sizes)
     np.testing.assert_allclose(budgeted, plain, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("batch, tokens", [(2, 64), (4, 128)])
+def test_predicted_batch_peak_matches_the_measured_cpu_peak(batch, tokens):
+    # What one batch allocates on top of the loaded model (activations, loss tensors, hook
+    # temporaries), measured from the profiler's memory timeline of a real projected_grads call.
+    from peft import LoraConfig, get_peft_model
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from bench.featurize_bench import cpu_peak_bytes
+    from tselect.featurize.adam import adam_transform
+    from tselect.featurize.grads import lora_param_names, projected_grads
+    from tselect.featurize.project import SparseJL
+
+    mha = {**SMALL, "num_key_value_heads": 4}  # no GQA: the memory model is exact there, not conservative
+    cfg = LlamaConfig(**{k: v for k, v in mha.items() if k != "model_type"}, attn_implementation="sdpa")
+    torch.manual_seed(0)
+    model = get_peft_model(LlamaForCausalLM(cfg), LoraConfig(r=16, lora_alpha=32, target_modules=list(QKVO))).eval()
+    params = dict(model.named_parameters())
+    moments = {n: torch.rand(params[n].shape) for n in lora_param_names(model)}
+    ids = torch.randint(1, SMALL["vocab_size"], (batch, tokens), generator=torch.Generator().manual_seed(2))
+    b = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids}
+    proj, transform = SparseJL(64), adam_transform(moments, moments)
+    projected_grads(model, b, proj, transform)  # builds the projection tables (static, not per batch)
+    got = cpu_peak_bytes(lambda: projected_grads(model, b, proj, transform))
+    mm = memory_model(mha, 16, QKVO, "float32")
+    ratio = (mm.peak_bytes(batch, tokens) - mm.static_bytes) / got
+    assert 1.0 <= ratio < 1.15, f"predicted/measured per-batch peak {ratio:.3f} at B={batch}, T={tokens}"

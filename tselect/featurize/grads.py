@@ -110,7 +110,11 @@ def _hooks(linears: dict[str, nn.Linear], keep: torch.Tensor, on_grad: OnGrad,
     the [B, T, in] inputs are never held across the whole forward.
     """
     seen: set[str] = set()
-    outputs: list[torch.Tensor] = []  # every factor output: what run_with_grad_hooks differentiates
+    # What run_with_grad_hooks differentiates: lora_A outputs [B, T, r] only. autograd.grad keeps
+    # the gradient of every tensor it is asked for until it returns, so asking for lora_B outputs
+    # too would hold a [B, T, out] gradient per factor (2 MB per token at 7B); every lora_B output
+    # lies on the path to its lora_A output, so its hook fires anyway.
+    outputs: list[torch.Tensor] = []
     xs: dict[str, torch.Tensor] = {}
     gs: dict[str, torch.Tensor] = {}
 
@@ -148,7 +152,8 @@ def _hooks(linears: dict[str, nn.Linear], keep: torch.Tensor, on_grad: OnGrad,
             if not recompute:
                 xs[mname] = x
             output.register_hook(grad_hook)
-            outputs.append(output)
+            if ".lora_A." in f"{mname}.":
+                outputs.append(output)
 
         return forward_hook
 

@@ -166,8 +166,13 @@ def memory_model(config: dict, lora_r: int, targets: tuple[str, ...], dtype: str
     static = wbytes + 2 * 4 * lora + proj  # Adam m, v fp32 on device
     el = torch.empty((), dtype=getattr(torch, dtype)).element_size()
     vocab, hidden = model.config.vocab_size, model.config.hidden_size
-    # logits (model dtype) + fp32 label copy + saved log-softmax; at backward start their grads
-    head = vocab * (2 * el + 3 * 4) + 4 * hidden
+    # Loss tensors per label token: logits (model dtype) and the saved fp32 log-softmax live
+    # through backward start; log-softmax backward then holds its output grad and input grad
+    # (fp32) at once: el + 3·4 bytes per vocab entry at the peak. Plus the final norm's fp32 input.
+    # And the backward working set of the layer being differentiated (MLP activation grads):
+    # measured on CPU at about one fp32 [intermediate] vector per token.
+    inter = int(config.get("intermediate_size") or 4 * hidden)
+    head = vocab * (el + 3 * 4) + 4 * hidden + 4 * inter
     o, i = max(factors, key=lambda f: f[0] * f[1])
     hook_tok = 4 * (max(o for o, _ in factors) + max(i for _, i in factors))
     hook_ex = 4 * o * i * 5  # grad, m', v', Γ, projection input/temporary
