@@ -31,8 +31,8 @@ def measured_saved_bytes(dtype: str, batch: int, tokens: int) -> int:
 
     cfg = LlamaConfig(**{k: v for k, v in SMALL.items() if k != "model_type"}, attn_implementation="sdpa")
     torch.manual_seed(0)
-    model = get_peft_model(LlamaForCausalLM(cfg).to(getattr(torch, dtype)),
-                           LoraConfig(r=16, lora_alpha=32, target_modules=list(QKVO))).eval()
+    model = get_peft_model(LlamaForCausalLM(cfg).to(getattr(torch, dtype)),  # LoRA in the base dtype, as featurize
+                           LoraConfig(r=16, lora_alpha=32, target_modules=list(QKVO)), autocast_adapter_dtype=False).eval()
     for lin in lora_linears(model).values():
         lin.requires_grad_(True)
     params = {p.untyped_storage().data_ptr() for p in model.parameters()}
@@ -52,7 +52,7 @@ def measured_saved_bytes(dtype: str, batch: int, tokens: int) -> int:
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_memory_model_matches_measured_saved_activations(dtype):
-    # bf16 exercises peft's fp32 copies of LoRA inputs, which dominate saved bytes at 7B.
+    # bf16: the dtype featurize runs in on GPUs (base and LoRA in bf16, no fp32 input copies).
     mm = memory_model(SMALL, 16, QKVO, dtype)
     for batch, tokens in ((2, 96), (3, 160)):
         ratio = mm.saved_bytes(batch, tokens) / measured_saved_bytes(dtype, batch, tokens)
@@ -76,7 +76,8 @@ def test_7b_on_meta_never_exceeds_the_budget(mm7b):
     # The configuration the review measured at ~130 GB must not fit 80 GB.
     assert mm7b.peak_bytes(8, 2048) > device.memory_bytes
     per_token_layer_hidden = mm7b.layer_bytes_per_token / 4096
-    assert 40 < per_token_layer_hidden < 60, f"{per_token_layer_hidden:.1f} B per token·hidden·layer"
+    # ≈52 B with peft's fp32 LoRA-input copies, ≈36 B without (bf16 LoRA, as featurize loads it)
+    assert 30 < per_token_layer_hidden < 40, f"{per_token_layer_hidden:.1f} B per token·hidden·layer"
 
 
 def test_7b_job_estimate_is_near_the_6NT_floor(mm7b):

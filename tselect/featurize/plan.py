@@ -105,7 +105,7 @@ def meta_lora_model(config: dict, lora_r: int, targets: tuple[str, ...], dtype: 
     with torch.device("meta"):
         base = AutoModelForCausalLM.from_config(cfg).to(getattr(torch, dtype))
     lora = LoraConfig(r=lora_r, lora_alpha=2 * lora_r, target_modules=list(targets), bias="none")
-    return get_peft_model(base, lora)
+    return get_peft_model(base, lora, autocast_adapter_dtype=False)  # LoRA in the base dtype, as featurize loads it
 
 
 def _layer_saved_bytes(model, tokens: int) -> float:
