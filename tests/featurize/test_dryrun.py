@@ -38,3 +38,19 @@ def test_dry_run_refuses_dense_rademacher_at_7b(tmp_path):
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith("error: projection=rademacher needs a 134,217,728x8192")
+
+
+def test_warmup_dry_run_plans_llama2_7b_on_one_h100(tmp_path):
+    model = tmp_path / "m"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps({**LLAMA2_7B, "architectures": ["LlamaForCausalLM"]}))
+    proc = subprocess.run([sys.executable, "-m", "tselect", "warmup", "--dry-run", "--plan-device", "h100",
+                           "--model", str(model), "--pool", "builtin:pool-small", "--preset", "less",
+                           "--store", str(tmp_path / "store")], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "fp32 adapters, dropout 0.1" in out and "x 4 checkpoints" in out and "  fits" in out
+    per_token = float(re.search(r"([\d.]+) MiB saved per token", out).group(1))
+    # train mode keeps dropout masks and peft's fp32 LoRA-input copies: more than featurize's 4.3 MiB
+    assert 6 < per_token < 10, per_token
+    assert not (tmp_path / "store" / "warmup").exists(), "a dry run trains nothing"

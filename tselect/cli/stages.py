@@ -114,6 +114,8 @@ def warmup(
     model: Annotated[str | None, typer.Option(help="Local HF causal-LM dir (default: embedded SmolLM2)")] = None,
     preset: Annotated[str, typer.Option(help="cpu (r=8, embedded model) or less (r=128, the LESS recipe)")] = "cpu",
     fmt: Annotated[str | None, typer.Option("--format", help="Row format of a pool file")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print rows, tokens, peak memory and time from the model config (no weights), then stop")] = False,
+    plan_device: Annotated[str | None, typer.Option(help="--dry-run: plan for h100, h200, a100 or l40s instead of the detected device")] = None,
     store: StoreOpt = None,
 ):
     """LESS warmup: LoRA checkpoints (adapter + Adam moments by name) per epoch. `featurize --rep less` runs it when missing."""
@@ -122,4 +124,9 @@ def warmup(
 
     if preset not in WARMUP_PRESETS:
         raise UserError(f"unknown --preset '{preset}'; choose one of {', '.join(WARMUP_PRESETS)}")
+    if dry_run:
+        from tselect.featurize.warmup_plan import warmup_dry_run
+
+        typer.echo(warmup_dry_run(pool, model, preset, fmt, plan_device))
+        return
     emit(produce_warmup(root(store), model, load_dataset(pool, fmt), WARMUP_PRESETS[preset]))

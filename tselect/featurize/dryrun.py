@@ -11,18 +11,17 @@ import json
 import os
 
 
-def _lengths(cfg, ref) -> tuple[list[int], str]:
-    from tselect.data import load_dataset
+def row_lengths(datasets: list, ref, max_length: int) -> tuple[list[int], str]:
+    """Token count of every row (the model's tokenizer), or max_length each with a note if it has none."""
     from tselect.data.tokenize import encode_example
     from tselect.models import load_tokenizer
 
-    data = [load_dataset(spec, cfg.fmt) for spec in (cfg.pool, cfg.query)]
     try:
         tok = load_tokenizer(ref)
     except Exception:  # noqa: BLE001 - any tokenizer problem falls back to the worst case
-        n = sum(len(d) for d in data)
-        return [cfg.max_length] * n, f"  (no tokenizer in {ref.path}: every row assumed {cfg.max_length} tokens)"
-    return [len(encode_example(ex, tok, cfg.max_length).input_ids) for d in data for ex in d.examples], ""
+        n = sum(len(d) for d in datasets)
+        return [max_length] * n, f"  (no tokenizer in {ref.path}: every row assumed {max_length} tokens)"
+    return [len(encode_example(ex, tok, max_length).input_ids) for d in datasets for ex in d.examples], ""
 
 
 def dry_run(cfg, device_name: str | None = None) -> str:
@@ -47,7 +46,9 @@ def dry_run(cfg, device_name: str | None = None) -> str:
     mm = memory_model(config, preset.lora_r, preset.target_modules, dtype, lc.projection, lc.dim)
     if lc.projection == "rademacher":
         check_dense_budget(mm.lora_params, lc.dim)
-    lengths, note = _lengths(cfg, ref)
+    from tselect.data import load_dataset
+
+    lengths, note = row_lengths([load_dataset(spec, cfg.fmt) for spec in (cfg.pool, cfg.query)], ref, cfg.max_length)
     p = plan(mm, lengths, preset.epochs, device, cfg.max_length, lc.max_tokens or None, cfg.batch_size)
     ranks = int(os.environ.get("WORLD_SIZE", "8" if device_name else "1"))
     head = (f"model {config.get('model_type', '?')} {mm.base_params / 1e9:.2f}B params, LoRA r={preset.lora_r} on "

@@ -93,8 +93,11 @@ def _stand_in_attention():
     return attention
 
 
-def meta_lora_model(config: dict, lora_r: int, targets: tuple[str, ...], dtype: str):
-    """The peft-wrapped causal LM built from a config dict on `meta` (no weights)."""
+def meta_lora_model(config: dict, lora_r: int, targets: tuple[str, ...], dtype: str, fp32_lora: bool = False,
+                    dropout: float = 0.0):
+    """The peft-wrapped causal LM built from a config dict on `meta` (no weights).
+
+    fp32_lora: peft's default upcast (warmup training); featurize keeps LoRA in the base dtype."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AttentionInterface, AutoConfig, AutoModelForCausalLM
@@ -104,8 +107,8 @@ def meta_lora_model(config: dict, lora_r: int, targets: tuple[str, ...], dtype: 
     cfg._attn_implementation = "tselect_plan"
     with torch.device("meta"):
         base = AutoModelForCausalLM.from_config(cfg).to(getattr(torch, dtype))
-    lora = LoraConfig(r=lora_r, lora_alpha=2 * lora_r, target_modules=list(targets), bias="none")
-    return get_peft_model(base, lora, autocast_adapter_dtype=False)  # LoRA in the base dtype, as featurize loads it
+    lora = LoraConfig(r=lora_r, lora_alpha=2 * lora_r, target_modules=list(targets), bias="none", lora_dropout=dropout)
+    return get_peft_model(base, lora, autocast_adapter_dtype=fp32_lora)
 
 
 def _layer_saved_bytes(model, tokens: int) -> float:
@@ -135,49 +138,67 @@ def _layer_saved_bytes(model, tokens: int) -> float:
     return float(sum(seen.values()))
 
 
+def layer_bytes_per_token(config: dict, lora_r: int, targets: tuple[str, ...], dtype: str,
+                          fp32_lora: bool = False, dropout: float = 0.0):
+    """(one-layer meta model, autograd-saved bytes per token of a decoder layer).
+
+    Layers are alike, so one is built; train mode when dropout > 0 (its masks are saved too)."""
+    with warnings.catch_warnings():  # transformers' deprecation chatter from peft's wrapper
+        warnings.simplefilter("ignore", FutureWarning)
+        model = meta_lora_model({**config, "num_hidden_layers": 1}, lora_r, targets, dtype, fp32_lora, dropout)
+    model.train(dropout > 0)
+    t1, t2 = 64, 128
+    s1, s2 = _layer_saved_bytes(model, t1), _layer_saved_bytes(model, t2)
+    return model, max(s2 - s1, 0) / (t2 - t1)  # linear part; stand-in attention has no T² term
+
+
 def memory_model(config: dict, lora_r: int, targets: tuple[str, ...], dtype: str = "bfloat16",
                  projection: str = "sjlt", dim: int = 8192) -> MemoryModel:
     """MemoryModel for a causal-LM config dict (e.g. config.json) with LoRA r on `targets`."""
     import torch
 
-    from tselect.featurize.grads import lora_linears
     from tselect.featurize.project import kron_split
 
     n_layers = int(config["num_hidden_layers"])
-    with warnings.catch_warnings():  # transformers' deprecation chatter from peft's wrapper
-        warnings.simplefilter("ignore", FutureWarning)
-        model = meta_lora_model({**config, "num_hidden_layers": 1}, lora_r, targets, dtype)  # layers are alike
-    model.eval()
-    t1, t2 = 64, 128
-    s1, s2 = _layer_saved_bytes(model, t1), _layer_saved_bytes(model, t2)
-    per_token = max(s2 - s1, 0) / (t2 - t1)  # linear part; stand-in attention has no T² term
-    factors = [tuple(lin.weight.shape) for lin in lora_linears(model).values()] * n_layers  # [(out, in)]
-    lora = sum(o * i for o, i in factors)
-
-    def count(params, size=False):  # decoder layers counted n_layers times
-        return sum(p.numel() * (p.element_size() if size else 1) * (n_layers if ".layers." in n else 1)
-                   for n, p in params)
-
-    base = count((n, p) for n, p in model.named_parameters() if "lora_" not in n)
-    wbytes = count(model.named_parameters(), size=True)
+    model, per_token = layer_bytes_per_token(config, lora_r, targets, dtype)
+    factors, lora, base, wbytes = model_sizes(model, n_layers)
     proj = {"sjlt": 12 * lora,  # int64 bucket + fp32 sign per coordinate
             "kronecker": 4 * sum(kron_split(dim, o, i)[0] * o + kron_split(dim, o, i)[1] * i for o, i in factors),
             "rademacher": 4 * lora * dim}[projection]
     static = wbytes + 2 * 4 * lora + proj  # Adam m, v fp32 on device
     el = torch.empty((), dtype=getattr(torch, dtype)).element_size()
-    vocab, hidden = model.config.vocab_size, model.config.hidden_size
+    o, i = max(factors, key=lambda f: f[0] * f[1])
+    hook_tok = 4 * (max(o for o, _ in factors) + max(i for _, i in factors))
+    hook_ex = 4 * o * i * 5  # grad, m', v', Γ, projection input/temporary
+    return MemoryModel(int(static), per_token, n_layers, float(head_bytes_per_token(config, el)), float(hook_tok),
+                       float(hook_ex), int(base), int(lora))
+
+
+def model_sizes(model, n_layers: int) -> tuple[list[tuple[int, int]], int, int, int]:
+    """(LoRA factor shapes [(out, in)], LoRA params, base params, weight bytes) of the full model
+    from its one-layer meta build: decoder-layer parameters count n_layers times."""
+    from tselect.featurize.grads import lora_linears
+
+    factors = [tuple(lin.weight.shape) for lin in lora_linears(model).values()] * n_layers
+
+    def count(params, size=False):
+        return sum(p.numel() * (p.element_size() if size else 1) * (n_layers if ".layers." in n else 1)
+                   for n, p in params)
+
+    base = count((n, p) for n, p in model.named_parameters() if "lora_" not in n)
+    return factors, sum(o * i for o, i in factors), base, count(model.named_parameters(), size=True)
+
+
+def head_bytes_per_token(config: dict, el: int) -> int:
+    """Per-token bytes beyond the decoder layers' saved activations, at the start of backward."""
+    vocab, hidden = int(config["vocab_size"]), int(config["hidden_size"])
     # Loss tensors per label token: logits (model dtype) and the saved fp32 log-softmax live
     # through backward start; log-softmax backward then holds its output grad and input grad
     # (fp32) at once: el + 3·4 bytes per vocab entry at the peak. Plus the final norm's fp32 input.
     # And the backward working set of the layer being differentiated (MLP activation grads):
     # measured on CPU at about one fp32 [intermediate] vector per token.
     inter = int(config.get("intermediate_size") or 4 * hidden)
-    head = vocab * (el + 3 * 4) + 4 * hidden + 4 * inter
-    o, i = max(factors, key=lambda f: f[0] * f[1])
-    hook_tok = 4 * (max(o for o, _ in factors) + max(i for _, i in factors))
-    hook_ex = 4 * o * i * 5  # grad, m', v', Γ, projection input/temporary
-    return MemoryModel(int(static), per_token, n_layers, float(head), float(hook_tok),
-                       float(hook_ex), int(base), int(lora))
+    return vocab * (el + 3 * 4) + 4 * hidden + 4 * inter
 
 
 @dataclass(frozen=True)
