@@ -194,3 +194,17 @@ def test_predicted_batch_peak_matches_the_measured_cpu_peak(batch, tokens):
     mm = memory_model(mha, 16, QKVO, "float32")
     ratio = (mm.peak_bytes(batch, tokens) - mm.static_bytes) / got
     assert 1.0 <= ratio < 1.15, f"predicted/measured per-batch peak {ratio:.3f} at B={batch}, T={tokens}"
+
+
+def test_a_row_that_does_not_fit_plans_gradient_checkpointing(mm7b):
+    from tselect.featurize.plan import checkpointed, choose_budget
+
+    roomy, plain = choose_budget(mm7b, 67e9, 2048, 4096, 2)
+    assert not plain and roomy >= 2048
+    static = mm7b.static_bytes
+    tight = static + 0.8 * (mm7b.peak_bytes(1, 2048) - static)  # one full row no longer fits
+    tokens, ckpt = choose_budget(mm7b, tight, 2048, 4096, 2)
+    assert ckpt and tokens >= 2048
+    assert checkpointed(mm7b, 4096, 2).peak_bytes(tokens // 2048, 2048) <= tight
+    dynamic = checkpointed(mm7b, 4096, 2).peak_bytes(1, 2048) - static
+    assert dynamic < 0.5 * (mm7b.peak_bytes(1, 2048) - static), "checkpointing keeps one layer's activations"

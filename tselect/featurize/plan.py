@@ -288,11 +288,30 @@ def detect_device(name: str | None = None) -> DeviceSpec:
 
 
 
+def checkpointed(mm: MemoryModel, hidden: int, el: int) -> MemoryModel:
+    """The memory model under gradient checkpointing: each layer keeps only its input [T, hidden]
+    until backward, and one layer at a time is recomputed with its full saved activations."""
+    import dataclasses
+
+    return dataclasses.replace(mm, layer_bytes_per_token=float(hidden * el),
+                               head_bytes_per_token=mm.head_bytes_per_token + mm.layer_bytes_per_token)
+
+
+def choose_budget(mm: MemoryModel, budget: float, max_length: int, hidden: int, el: int) -> tuple[int, bool]:
+    """(token budget, use gradient checkpointing): plain if one full-length row fits, else checkpointed."""
+    fit = mm.max_tokens(budget, max_length)
+    if fit:
+        return fit, False
+    return max(checkpointed(mm, hidden, el).max_tokens(budget, max_length), max_length), True
+
+
 def auto_max_tokens(model, max_length: int, lora_r: int, targets: tuple[str, ...], projection: str,
                     dim: int) -> int | None:
     """Token budget from FREE device memory (weights already loaded) and the bytes-per-token model.
 
-    None on CPU (batches are sized by --batch-size there). At least one full-length row.
+    None on CPU (batches are sized by --batch-size there). At least one full-length row: when
+    even one does not fit, gradient checkpointing is switched on (non-reentrant, which the
+    per-example hooks support) and the budget is planned for it.
     """
     import dataclasses
 
@@ -308,4 +327,8 @@ def auto_max_tokens(model, max_length: int, lora_r: int, targets: tuple[str, ...
     loaded = sum(p.numel() * p.element_size() for p in model.parameters())
     rest = max(mm.static_bytes - loaded, 0)  # moments and projector state not allocated yet
     mm = dataclasses.replace(mm, static_bytes=rest)
-    return max(mm.max_tokens(free * SAFETY, max_length), max_length)
+    tokens, ckpt = choose_budget(mm, free * SAFETY, max_length, config["hidden_size"],
+                                 next(model.parameters()).element_size())
+    if ckpt:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return tokens
