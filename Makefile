@@ -11,7 +11,7 @@ PIP := $(PY) -m pip
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.tselect-installed
 
-.PHONY: install demo test test-fast lint bench reliability repro-smoke repro-small repro-cpu-full repro-tis clean-store
+.PHONY: install demo test test-fast lint bench gpu-check reliability repro-smoke repro-small repro-cpu-full repro-tis clean-store
 
 install: $(STAMP)
 
@@ -39,6 +39,12 @@ lint: install
 
 bench: install
 	$(PY) -m bench.run
+
+# On one GPU, <= 10 minutes: 7B-shaped projection + embedded model at 2048 tokens, throughput vs a
+# plain forward+backward and predicted vs measured peak memory -> bench/results/gpu_check.{md,json}
+gpu-check: install
+	$(PY) -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'gpu-check needs a CUDA device')"
+	timeout 600 $(PY) -m bench.run featurize --out bench/results/gpu_check
 
 # Kill -9, corruption, bad input, fuzz, concurrency, determinism and disk-full cases; writes
 # reliability/results.json (QUICK=1 for a few minutes' sample).

@@ -147,6 +147,19 @@ def make_batches(rows, batch_size: int, pad_id: int) -> list:
             for _, ids, mask, labels in batches(rows, batch_size, pad_id, order=length_sorted(rows))]
 
 
+def to_device(batches: list, device) -> list:
+    return [{k: v.to(device) for k, v in b.items()} for b in batches]
+
+
+def _clock() -> float:
+    """perf_counter after the device finished its queued work (CUDA kernels run asynchronously)."""
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return time.perf_counter()
+
+
 def _rss_mb() -> float:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -178,8 +191,10 @@ def measure(a: argparse.Namespace) -> dict:
         rows = [sample[order[int(i * step + step / 2)]] for i in range(n)]
     else:
         rows = sample[:n]
-    batches = make_batches(rows, a.batch_size, tok.pad_token_id)
-    warm = make_batches(sorted(rows, key=lambda r: len(r.input_ids))[:2], 2, tok.pad_token_id)
+    device = next(model.parameters()).device  # CUDA hosts: batches and moments follow the model
+    batches = to_device(make_batches(rows, a.batch_size, tok.pad_token_id), device)
+    warm = to_device(make_batches(sorted(rows, key=lambda r: len(r.input_ids))[:2], 2, tok.pad_token_id), device)
+    exp_avg, exp_avg_sq = ({k: t.to(device) for k, t in d.items()} for d in (exp_avg, exp_avg_sq))
     extra: dict = {}
     if kind == "C-sjlt":
         from tselect.featurize.project import SparseJL
@@ -188,7 +203,7 @@ def measure(a: argparse.Namespace) -> dict:
     elif kind == "C-rad":
         from tselect.featurize.project import DenseRademacher
 
-        projector = DenseRademacher(dim, seed=SEED)
+        projector = DenseRademacher(dim, seed=SEED, max_entries=1 << 62)  # past the product's budget, on purpose
     if kind.startswith("C-"):
         from tselect.featurize.adam import adam_transform
         from tselect.featurize.grads import projected_grads
@@ -252,9 +267,9 @@ class _Split:
         self.calls, self.projected, self.skipped = 0, 0, 0
 
     def transform(self, name, g):
-        t0 = time.perf_counter()
+        t0 = _clock()
         out = self.inner_transform(name, g)
-        self.t["adam"] += time.perf_counter() - t0
+        self.t["adam"] += _clock() - t0
         return out
 
     def project(self, name, g):
@@ -264,10 +279,10 @@ class _Split:
         numel = g[0].numel()
         if (self.calls - 1) % self.every:
             self.skipped += numel
-            return torch.zeros(g.shape[0], self.dim)
-        t0 = time.perf_counter()
+            return torch.zeros(g.shape[0], self.dim, device=g.device)
+        t0 = _clock()
         out = self.inner.project(name, g)
-        self.t["projection"] += time.perf_counter() - t0
+        self.t["projection"] += _clock() - t0
         self.projected += numel
         return out
 
@@ -281,9 +296,9 @@ class _Split:
             orig = grads._factor_grads
 
             def timed(*args):
-                t0 = time.perf_counter()
+                t0 = _clock()
                 out = orig(*args)
-                self.t["per_example_grads"] += time.perf_counter() - t0
+                self.t["per_example_grads"] += _clock() - t0
                 return out
 
             grads._factor_grads = timed
@@ -318,8 +333,10 @@ def _reference_less(model, rows, exp_avg, exp_avg_sq, dim: int, max_blocks: int,
     model.train()  # LESS collects gradients in train mode (LoRA dropout on)
     grads = []
     t0 = time.perf_counter()
+    device = m.device
     for r in rows:
-        model(input_ids=torch.tensor([r.input_ids]), labels=torch.tensor([r.labels]), use_cache=False).loss.backward()
+        ids, labels = torch.tensor([r.input_ids], device=device), torch.tensor([r.labels], device=device)
+        model(input_ids=ids, labels=labels, use_cache=False).loss.backward()
         g = torch.cat([p.grad.reshape(-1) for _, p in named])  # [P]
         model.zero_grad(set_to_none=True)
         m1 = BETAS[0] * m + (1 - BETAS[0]) * g
@@ -329,14 +346,14 @@ def _reference_less(model, rows, exp_avg, exp_avg_sq, dim: int, max_blocks: int,
     # TRAK BasicProjector: per block of output columns, re-seed a generator, draw a [P, block]
     # ±1 matrix, multiply, keep the slice. The full [P, dim] matrix never exists.
     flat = torch.stack(grads)  # [G, P] fp32
-    out = torch.zeros(flat.shape[0], dim)
-    mat = torch.empty(m.numel(), block)
+    out = torch.zeros(flat.shape[0], dim, device=device)
+    mat = torch.empty(m.numel(), block, device=device)
     n_blocks = -(-dim // block)
     done = n_blocks if max_blocks <= 0 else min(n_blocks, max_blocks)
     t_gen = t_mm = 0.0
     for k in range(done):
         t1 = time.perf_counter()
-        mat.bernoulli_(0.5, generator=torch.Generator().manual_seed(SEED * 1_000_003 + k))
+        mat.bernoulli_(0.5, generator=torch.Generator(device).manual_seed(SEED * 1_000_003 + k))
         mat.mul_(2.0).sub_(1.0)
         t2 = time.perf_counter()
         st, ed = k * block, min((k + 1) * block, dim)

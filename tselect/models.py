@@ -256,8 +256,14 @@ def default_device() -> str:
     if not torch.cuda.is_available():
         return "cpu"
     # Under torchrun each rank takes its own GPU (TSELECT_DEVICE_INDEX is set from LOCAL_RANK).
+    # set_device too, so libraries that place tensors on "the current device" (peft's adapter
+    # loading, CUDA caching, NCCL) use the rank's GPU, not cuda:0.
     index = os.environ.get("TSELECT_DEVICE_INDEX")
-    return f"cuda:{int(index) % torch.cuda.device_count()}" if index else "cuda"
+    if not index:
+        return "cuda"
+    i = int(index) % torch.cuda.device_count()
+    torch.cuda.set_device(i)
+    return f"cuda:{i}"
 
 
 def set_threads(n: int | None = None) -> int:

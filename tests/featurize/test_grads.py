@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tselect.featurize.grads import (lora_param_names, per_example_grads, per_example_loss,
+from tselect.featurize.grads import (lora_linears, lora_param_names, per_example_grads, per_example_loss,
                                      projected_grads, run_with_grad_hooks)
 from tselect.featurize.project import SparseJL
 
@@ -151,3 +151,44 @@ def test_model_without_lora_is_rejected():
                                         num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=2))
     with pytest.raises(ValueError, match="no active LoRA"):
         lora_param_names(base)
+
+
+def test_gradient_checkpointing_gives_the_same_per_example_gradients():
+    # Checkpointing needs train mode (eval() turns HF checkpointing off); dropout must still be
+    # off, and x must be captured on the recompute pass. The LoRA dropout here is 0.1, so a
+    # dropout left on would show as a large error.
+    model = tiny_lora_model()
+    batch = padded_batch([9, 5, 12, 7], seed=1)
+    plain = per_example_grads(model, batch)
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    calls: dict[str, int] = {}
+    was_training = model.training
+    lin = next(iter(lora_linears(model).values()))
+    h = lin.register_forward_hook(lambda *a: calls.__setitem__("n", calls.get("n", 0) + 1))
+    try:
+        ckpt = per_example_grads(model, batch)
+    finally:
+        h.remove()
+    assert calls["n"] == 2, "the layer did not run twice: checkpointing never engaged, the test is vacuous"
+    assert model.training == was_training, "the model's mode is restored"
+    for name, g in plain.items():
+        err = rel_err(ckpt[name], g)
+        assert err < RTOL, f"{name}: checkpointed per-example gradient differs by {err:.2e} (dropout on? x from the wrong pass?)"
+
+
+def test_no_summed_parameter_gradient_is_computed():
+    # The per-example hooks need only each factor's output gradient; the batch-summed
+    # parameter gradient would cost one [out, in] matmul per factor and be thrown away.
+    model = tiny_lora_model()
+    fired = []
+    params = [p for lin in lora_linears(model).values() for p in lin.parameters()]
+    handles = [p.register_hook(lambda g: fired.append(g.shape)) for p in params]
+    try:
+        got = []
+        run_with_grad_hooks(model, padded_batch([6, 9], seed=4), lambda n, v: got.append(n))
+    finally:
+        for h in handles:
+            h.remove()
+    assert len(got) == len(params), "every factor's per-example gradient still arrives"
+    assert fired == [], f"autograd computed {len(fired)} summed LoRA parameter gradients"
+    assert all(p.grad is None for p in params)

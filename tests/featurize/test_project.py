@@ -127,3 +127,61 @@ def test_poly_hash_is_exact_modular_arithmetic():
 def test_unknown_projection_names_the_choices():
     with pytest.raises(ValueError, match="sjlt, rademacher"):
         make_projector("gaussian", 16)
+
+
+# --- scaling: op counts, the dense budget, the Kronecker factors ---------------------------------
+
+def ops_per_project(kind: str, shape: tuple[int, ...], dim: int = 1024) -> int:
+    """aten ops of one warm project() call (tables/matrices already built for this name)."""
+    from .dispatch import OpCounter
+
+    proj = make_projector(kind, dim, seed=0)
+    g = torch.randn(3, *shape, generator=torch.Generator().manual_seed(7))
+    proj.project("w", g)  # builds the per-name tables once (once per checkpoint in featurize)
+    with OpCounter() as counter:
+        proj.project("w", g)
+    return counter.count
+
+
+@pytest.mark.parametrize("kind", PROJECTIONS)
+def test_ops_per_batch_do_not_grow_with_parameter_size(kind):
+    # O(number of factors), not O(P / block): a factor 16x larger must dispatch the same ops.
+    # The shipped dense projector regenerated its signs in 256-row blocks of ~44 ops each.
+    small, large = ops_per_project(kind, (8, 16)), ops_per_project(kind, (8, 256))
+    assert small == large and large <= 12, (
+        f"{kind}: {small} aten ops for an 8x16 factor, {large} for 8x256; per-batch work must not "
+        "loop over blocks of the parameter (regenerating the projection per batch?)")
+
+
+def test_dense_refuses_above_its_budget_and_names_the_alternatives():
+    from tselect.errors import UserError
+
+    proj = DenseRademacher(8192, seed=0)
+    proj.project("a", torch.zeros(1, 16, 1024))  # 16K x 8192 = 2^27 entries: within budget
+    with pytest.raises(UserError, match=r"kronecker .* or sjlt") as err:
+        proj.project("b", torch.zeros(1, 32, 1024))  # the total would pass 2^28
+    assert "49,152x8192" in str(err.value) and "\n" not in str(err.value)
+    seven_b = 134_217_728
+    with pytest.raises(UserError, match=r"4,096\.0 GiB fp32"):
+        from tselect.featurize.project import check_dense_budget
+
+        check_dense_budget(seven_b, 8192)
+
+
+def test_kronecker_is_left_and_right_sign_matrices():
+    from tselect.featurize.project import KroneckerJL, kron_split
+
+    assert kron_split(8192, 128, 4096) == (64, 128)
+    assert kron_split(8192, 4096, 128) == (64, 128)
+    assert kron_split(2048, 500, 1) == (2048, 1)
+    assert kron_split(7, 3, 5) == (1, 7)  # a prime dim degenerates to a one-sided map
+    proj = KroneckerJL(32, seed=0)
+    g = torch.randn(2, 6, 10, generator=torch.Generator().manual_seed(8))
+    left, rt = proj.matrices("w", 6, 10, torch.device("cpu"))  # [4, 6], [10, 8]
+    assert left.shape == (4, 6) and rt.shape == (10, 8)
+    assert set((left.abs() * 2).flatten().tolist()) == {1.0}  # ±1/√4
+    assert torch.allclose(rt.abs(), torch.full_like(rt, 8 ** -0.5))
+    want = torch.stack([(left @ g[b] @ rt).flatten() for b in range(2)])
+    assert torch.allclose(proj.project("w", g), want, atol=1e-6), "L·G·Rᵀ per example, flattened row-major"
+    other = KroneckerJL(32, seed=0).matrices("v", 6, 10, torch.device("cpu"))[0]
+    assert not torch.equal(left, other), "each factor name must get its own L, R"

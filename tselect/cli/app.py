@@ -31,7 +31,10 @@ def root(store: str | None):
 
 
 def emit(artifact_id: str) -> None:
-    """Artifact ids are the only thing commands write to stdout."""
+    """Artifact ids are the only thing commands write to stdout; under torchrun only rank 0 writes
+    it, so `F=$(torchrun ... tselect featurize ...)` captures one id, not one per rank."""
+    if os.environ.get("RANK", "0") != "0" and "WORLD_SIZE" in os.environ:
+        return
     typer.echo(artifact_id)
 
 

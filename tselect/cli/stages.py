@@ -33,16 +33,26 @@ def featurize(
     dtype: Annotated[str, typer.Option(help="Stored feature dtype: float16 or float32")] = "float16",
     pool_vectors: Annotated[str | None, typer.Option(help="vectors: .npy, row i = pool example i")] = None,
     query_vectors: Annotated[str | None, typer.Option(help="vectors: .npy, row i = query example i")] = None,
-    param: Annotated[list[str] | None, typer.Option("--param", "-p", help="Representation option NAME=VALUE, e.g. less: dim=8192, projection=sjlt|rademacher, warmup=cpu|less, adam=less|bias_corrected")] = None,
+    param: Annotated[list[str] | None, typer.Option("--param", "-p", help="Representation option NAME=VALUE, e.g. less: dim=8192, projection=sjlt|kronecker|rademacher, warmup=cpu|less, adam=less|bias_corrected")] = None,
     shard: Annotated[str | None, typer.Option(help="Compute only shard i of N ('i/N'); default from torchrun RANK/WORLD_SIZE or a Slurm array")] = None,
+    max_tokens: Annotated[int | None, typer.Option(help="less: token budget per batch (rows x padded width); default from free GPU memory")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="less: print rows, tokens, batches, peak memory and time from the model config (no weights), then stop")] = False,
+    plan_device: Annotated[str | None, typer.Option(help="--dry-run: plan for h100, h200, a100 or l40s instead of the detected device")] = None,
     store: StoreOpt = None,
 ):
     """Turn pool and query examples into a feature store (one unit row per example)."""
     from tselect import featurize as stage
 
+    if max_tokens is not None:
+        param = [*(param or []), f"max_tokens={max_tokens}"]
     cfg = make(stage.FeaturizeConfig, rep=rep, pool=pool, query=query, model=model, fmt=fmt, max_length=max_length,
                batch_size=batch_size, dtype=dtype, pool_vectors=pool_vectors, query_vectors=query_vectors,
                params=parse_pairs(param))
+    if dry_run:
+        from tselect.featurize.dryrun import dry_run as plan_job
+
+        typer.echo(plan_job(cfg, plan_device))
+        return
     emit(stage.run(cfg, root(store), shard=resolve_shard(shard)))
 
 
@@ -50,12 +60,12 @@ def resolve_shard(text: str | None) -> tuple[int, int]:
     """--shard i/N, else torchrun's RANK/WORLD_SIZE, else a Slurm array task, else (0, 1)."""
     import os
 
+    env = os.environ
+    if "LOCAL_RANK" in env:  # one GPU per rank under torchrun, also with an explicit --shard
+        os.environ.setdefault("TSELECT_DEVICE_INDEX", env["LOCAL_RANK"])
     if text is None:
-        env = os.environ
         if "WORLD_SIZE" in env and "RANK" in env:
             text = f"{env['RANK']}/{env['WORLD_SIZE']}"
-            if "LOCAL_RANK" in env:  # one GPU per rank under torchrun
-                os.environ.setdefault("TSELECT_DEVICE_INDEX", env["LOCAL_RANK"])
         elif "SLURM_ARRAY_TASK_ID" in env and "SLURM_ARRAY_TASK_COUNT" in env:
             first = int(env.get("SLURM_ARRAY_TASK_MIN", "0"))
             text = f"{int(env['SLURM_ARRAY_TASK_ID']) - first}/{env['SLURM_ARRAY_TASK_COUNT']}"
@@ -107,9 +117,16 @@ def warmup(
     model: Annotated[str | None, typer.Option(help="Local HF causal-LM dir (default: embedded SmolLM2)")] = None,
     preset: Annotated[str, typer.Option(help="cpu (r=8, embedded model) or less (r=128, the LESS recipe)")] = "cpu",
     fmt: Annotated[str | None, typer.Option("--format", help="Row format of a pool file")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print rows, tokens, peak memory and time from the model config (no weights), then stop")] = False,
+    plan_device: Annotated[str | None, typer.Option(help="--dry-run: plan for h100, h200, a100 or l40s instead of the detected device")] = None,
     store: StoreOpt = None,
 ):
     """LESS warmup: LoRA checkpoints (adapter + Adam moments by name) per epoch. `featurize --rep less` runs it when missing."""
     from tselect import warmup as stage
 
+    if dry_run:
+        from tselect.featurize.warmup_plan import warmup_dry_run
+
+        typer.echo(warmup_dry_run(pool, model, preset, fmt, plan_device))
+        return
     emit(stage.run(make(stage.WarmupConfig, pool=pool, model=model, preset=preset, fmt=fmt), root(store)))

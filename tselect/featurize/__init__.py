@@ -111,6 +111,10 @@ def run(cfg: FeaturizeConfig, root: Path, shard: tuple[int, int] = (0, 1)) -> st
             nested = _prerequisites(root, rep, cfg, pool)
             donor = nested.pop("donor", None)
             attrs, checkpoints = rep.rows(cfg, pool, query, **nested)
+            if "compute" in attrs:  # rows whose bits depend on the hardware: shards must agree
+                from tselect.featurize.compute import claim_setup
+
+                claim_setup(group, attrs["compute"])
             for ck in checkpoints:
                 write_checkpoint(group, ck, (len(query), len(pool)), cfg.dtype, f"{cfg.rep} {ck.name}", donor)
         finally:

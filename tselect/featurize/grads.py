@@ -10,7 +10,8 @@ pads can never leak in).
 
 Each example's loss is its own token-mean cross-entropy over its label tokens, so its
 gradient equals what `model(ids, labels=labels).loss.backward()` gives for it alone.
-Dropout is OFF (model.eval()) while featurizing: features are deterministic and rerunnable.
+Dropout is OFF while featurizing (eval mode, or p = 0 under gradient checkpointing): features
+are deterministic and rerunnable.
 The LESS reference runs bs=1 in train mode, so LoRA dropout (0.1) perturbs its gradients.
 
 Imports torch and peft at module top: only the featurize stage imports this module, lazily.
@@ -97,55 +98,129 @@ def _factor_grads(lin: nn.Linear, x: torch.Tensor, g: torch.Tensor, keep: torch.
 
 
 @contextmanager
-def _hooks(linears: dict[str, nn.Linear], keep: torch.Tensor, on_grad: OnGrad) -> Iterator[None]:
-    """Forward hooks that attach a gradient hook to each LoRA factor's output."""
+def _hooks(linears: dict[str, nn.Linear], keep: torch.Tensor, on_grad: OnGrad,
+           recompute: bool = False) -> Iterator[list[torch.Tensor]]:
+    """Forward hooks that attach a gradient hook to each LoRA factor's output.
+
+    Each factor's math needs its input x and its output gradient g; they meet in a rendezvous,
+    and whichever arrives second triggers the math. Without checkpointing x is kept from the
+    forward pass. With (non-reentrant) gradient checkpointing, `recompute=True`: the forward
+    pass only attaches the gradient hook and keeps nothing, and x is captured when the layer
+    is recomputed during backward (hooks fire again then, inside the autograd engine), so
+    the [B, T, in] inputs are never held across the whole forward.
+    """
     seen: set[str] = set()
+    # What run_with_grad_hooks differentiates: lora_A outputs [B, T, r] only. autograd.grad keeps
+    # the gradient of every tensor it is asked for until it returns, so asking for lora_B outputs
+    # too would hold a [B, T, out] gradient per factor (2 MB per token at 7B); every lora_B output
+    # lies on the path to its lora_A output, so its hook fires anyway.
+    outputs: list[torch.Tensor] = []
+    xs: dict[str, torch.Tensor] = {}
+    gs: dict[str, torch.Tensor] = {}
+
+    def emit(mname: str, lin: nn.Linear, x: torch.Tensor, g: torch.Tensor) -> None:
+        for pname, value in _factor_grads(lin, x, g, keep).items():
+            on_grad(f"{mname}.{pname}", value)
 
     def attach(mname: str, lin: nn.Linear):
+        def deliver_x(x: torch.Tensor) -> None:
+            if mname in gs:
+                emit(mname, lin, x, gs.pop(mname))
+            else:
+                xs[mname] = x
+
+        def grad_hook(g):  # g [B, T, out]
+            if mname in xs:
+                emit(mname, lin, xs.pop(mname), g)
+            else:
+                gs[mname] = g  # the recompute has not reached this layer yet
+
         def forward_hook(module, inputs, output):
+            x = inputs[0].detach()  # [B, T, in]
+            if torch._C._current_graph_task_id() != -1:  # inside backward: a checkpoint recompute
+                if recompute and mname in seen:
+                    deliver_x(x)
+                return
             if not output.requires_grad:
                 return
             if mname in seen:  # a second call would need its gradients summed before `transform`
                 raise ValueError(f"{mname} ran twice in one forward; shared LoRA modules are not supported")
             seen.add(mname)
-            x = inputs[0].detach()  # [B, T, in]
             if x.dim() != 3 or x.shape[:2] != keep.shape:
                 raise ValueError(f"{mname} saw input {tuple(x.shape)}; "
                                  f"expected [B, T, in] with [B, T]={tuple(keep.shape)}")
-
-            def grad_hook(g):  # g [B, T, out]
-                for pname, value in _factor_grads(lin, x, g, keep).items():
-                    on_grad(f"{mname}.{pname}", value)
-
+            if not recompute:
+                xs[mname] = x
             output.register_hook(grad_hook)
+            if ".lora_A." in f"{mname}.":
+                outputs.append(output)
 
         return forward_hook
 
     handles = [lin.register_forward_hook(attach(m, lin)) for m, lin in linears.items()]
     try:
-        yield
+        yield outputs
+        if gs or (recompute and xs):
+            raise RuntimeError(f"per-example hooks left {sorted(gs) or sorted(xs)} unmatched; is gradient "
+                               "checkpointing reentrant? use gradient_checkpointing_kwargs={'use_reentrant': False}")
     finally:
         for h in handles:
             h.remove()
 
 
+@contextmanager
+def _dropout_off(model: nn.Module) -> Iterator[None]:
+    """p = 0 on every Dropout and attention_dropout, without eval() (which disables checkpointing)."""
+    saved = []
+    for module in model.modules():
+        for attr in ("p", "attention_dropout"):
+            if isinstance(getattr(module, attr, None), float) and (attr != "p" or isinstance(module, nn.Dropout)):
+                saved.append((module, attr, getattr(module, attr)))
+                setattr(module, attr, 0.0)
+    try:
+        yield
+    finally:
+        for module, attr, value in saved:
+            setattr(module, attr, value)
+
+
+def _checkpointing(model: nn.Module) -> bool:
+    """Whether HF gradient checkpointing is enabled (transformers 5 renamed the property)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        for attr in ("is_activation_checkpointing", "is_gradient_checkpointing"):
+            value = getattr(model, attr, None)
+            if value is not None:
+                return bool(value)
+    return False
+
+
 def run_with_grad_hooks(model: nn.Module, batch: Mapping[str, torch.Tensor], on_grad: OnGrad) -> torch.Tensor:
-    """One eval-mode forward + backward of Σ per-example losses; on_grad(name, [B, *shape])
+    """One forward + backward of Σ per-example losses with dropout off; on_grad(name, [B, *shape])
     fires once per LoRA parameter. Leaves .grad untouched and restores the model's mode and
-    requires_grad flags. Returns the per-example losses [B]."""
+    requires_grad flags. Returns the per-example losses [B].
+
+    A model with gradient checkpointing enabled (non-reentrant) runs in train mode with every
+    dropout probability set to 0, and its LoRA inputs are captured on the recompute pass;
+    otherwise the model runs in eval mode."""
     ids, keep, labels = _check_batch(batch)
     linears = lora_linears(model)
     params = [p for lin in linears.values() for p in lin.parameters()]
     flags, was_training = [p.requires_grad for p in params], model.training
-    model.eval()  # dropout off: deterministic features (see module docstring)
+    recompute = _checkpointing(model)
+    model.train(recompute)  # train mode only so HF checkpointing engages; dropout is zeroed below
     try:
         for p in params:
             p.requires_grad_(True)
-        with torch.enable_grad(), _hooks(linears, keep, on_grad):
+        with torch.enable_grad(), _dropout_off(model), _hooks(linears, keep, on_grad, recompute) as outputs:
             logits = model(input_ids=ids, attention_mask=keep.long(), use_cache=False).logits
             losses = per_example_loss(logits, labels)  # [B]
-            # autograd.grad rather than backward: hooks fire, nothing accumulates in .grad.
-            torch.autograd.grad(losses.sum(), params, allow_unused=True)
+            # Differentiate w.r.t. the factor OUTPUTS, not the parameters: the hooks see every
+            # output gradient, nothing accumulates in .grad, and autograd skips the summed
+            # parameter gradients (one [out, in] matmul per factor) that would be thrown away.
+            torch.autograd.grad(losses.sum(), outputs, allow_unused=True)
     finally:
         for p, flag in zip(params, flags):
             p.requires_grad_(flag)

@@ -24,13 +24,15 @@ import numpy as np
 from tselect.data.types import Dataset
 from tselect.errors import UserError
 from tselect.featurize.common import Checkpoint
-from tselect.warmup import WARMUP_PRESETS, load_checkpoint, read_checkpoints
+from tselect.featurize.compute import compute_setup
+from tselect.warmup import WARMUP_PRESETS, load_checkpoint, load_moments, read_checkpoints
 
 
 @dataclass(frozen=True)
 class LessConfig:
     projection: str = "sjlt"
-    """Random projection: sjlt (sparse, fast on CPU) or rademacher (dense, LESS's choice)."""
+    """Random projection: sjlt (sparse, O(P), the default everywhere), kronecker (two-sided per factor,
+    dense quality) or rademacher (dense, LESS's choice; small P only, refuses above a budget)."""
     dim: int = 8192
     """Projected dimension per checkpoint."""
     proj_seed: int = 0
@@ -39,6 +41,8 @@ class LessConfig:
     """Pool-gradient preconditioner: less (no bias correction, as LESS) or bias_corrected."""
     warmup: str = "cpu"
     """Warmup preset: cpu (r=8, for the embedded 135M model) or less (r=128, the LESS recipe)."""
+    max_tokens: int = 0
+    """Token budget per batch (rows × padded width); 0 = from free device memory on CUDA, off on CPU."""
 
     def __post_init__(self):
         from tselect.featurize.project import PROJECTIONS
@@ -49,6 +53,16 @@ class LessConfig:
                 raise ValueError(f"less {key}={value!r} is unknown; choose one of {', '.join(choices)}")
         if self.dim < 1:
             raise ValueError(f"less dim={self.dim} must be >= 1")
+        if self.max_tokens < 0:
+            raise ValueError(f"less max_tokens={self.max_tokens} must be >= 0 (0 = automatic)")
+
+
+def _options(lc: LessConfig) -> dict:
+    """LessConfig as hashed: max_tokens only when set, so ids from before it existed still match."""
+    d = dataclasses.asdict(lc)
+    if not lc.max_tokens:
+        d.pop("max_tokens")
+    return d
 
 
 def _adam_less(exp_avg, exp_avg_sq, state) -> Callable:
@@ -92,7 +106,7 @@ def identity(cfg) -> dict[str, str]:
     from tselect.warmup import FORMAT
 
     lc = less_config(cfg)
-    resolved = {"less": dataclasses.asdict(lc), "warmup": ident.hashed(WARMUP_PRESETS[lc.warmup], format=FORMAT)}
+    resolved = {"less": _options(lc), "warmup": ident.hashed(WARMUP_PRESETS[lc.warmup], format=FORMAT)}
     return {"model": resolve_model(cfg.model).fingerprint, "less": json.dumps(resolved, sort_keys=True)}
 
 
@@ -103,33 +117,55 @@ def warmup_recipe(cfg):
 
 def pool_key_for(cfg, pool: Dataset, warmup_id: str) -> str:
     """pool_key from a FeaturizeConfig (the stage looks for a donor with it)."""
-    return pool_key(cfg, less_config(cfg), warmup_id, pool)
+    return pool_key(cfg, less_config(cfg), warmup_id, pool, compute_setup())
 
 
 def gradient_rows(model, rows, pad_id: int, batch_size: int, projector, transform=None,
-                  advance: Callable[[int], None] | None = None) -> np.ndarray:
+                  advance: Callable[[int], None] | None = None, max_tokens: int | None = None) -> np.ndarray:
     """[len(rows), dim] fp32 projected gradients, batched by length (results in input order).
 
-    advance(n) is called after each batch of n rows (progress reporting).
+    Batches hold at most batch_size rows and, with max_tokens, at most max_tokens padded tokens;
+    a batch that runs out of device memory is retried in halves (batching.run_split).
+    advance(n) is called after each finished batch of n rows (progress reporting).
     """
-    from tselect.data.tokenize import batches, length_sorted
+    from tselect.data.tokenize import batches
+    from tselect.featurize.batching import row_groups, run_split
     from tselect.featurize.grads import projected_grads
 
     device = next(model.parameters()).device
     out = np.zeros((len(rows), projector.dim), dtype=np.float32)
-    for idx, ids, mask, labels in batches(rows, batch_size, pad_id, order=length_sorted(rows)):
+
+    def one(idx: list[int]) -> np.ndarray:
+        _, ids, mask, labels = next(batches(rows, len(idx), pad_id, order=idx))
         batch = {"input_ids": ids.to(device), "attention_mask": mask.to(device), "labels": labels.to(device)}
-        out[idx] = projected_grads(model, batch, projector, transform).cpu().numpy()
-        if advance is not None:
-            advance(len(idx))
+        return projected_grads(model, batch, projector, transform).cpu().numpy()
+
+    for idx in row_groups([len(r.input_ids) for r in rows], batch_size, max_tokens):
+        run_split(one, idx, out, advance)
     return out
 
 
 class _Checkpoint:
-    """Loads the base model + one warmup adapter on first use, so finished checkpoints load nothing."""
+    """The model with one warmup checkpoint's adapter + its moments, loaded on first use, so
+    finished checkpoints load nothing. `shared` holds the model across checkpoints: the base is
+    loaded once per process and later checkpoints swap their adapter weights in (adapters.py)."""
 
-    def __init__(self, model_spec: str | None, ckpt_dir: Path):
+    def __init__(self, model_spec: str | None, ckpt_dir: Path, shared: dict | None = None):
         self.model_spec, self.ckpt_dir, self._loaded = model_spec, ckpt_dir, None
+        self.shared = {} if shared is None else shared
+
+    def _model(self):
+        from tselect.featurize.adapters import swap_adapter
+        from tselect.models import load_model, resolve_model
+
+        if "model" not in self.shared:
+            base, tok = load_model(resolve_model(self.model_spec))
+            model, exp_avg, exp_avg_sq, state = load_checkpoint(base, self.ckpt_dir)
+            self.shared.update(model=model, tok=tok)
+            return model, exp_avg, exp_avg_sq, state
+        model = self.shared["model"]
+        swap_adapter(model, self.ckpt_dir)
+        return (model, *load_moments(self.ckpt_dir))
 
     def get(self):
         if self._loaded is None:
@@ -137,35 +173,54 @@ class _Checkpoint:
 
             from tselect.featurize.adam import check_moments
             from tselect.featurize.grads import lora_param_names
-            from tselect.models import load_model, resolve_model
 
-            base, tok = load_model(resolve_model(self.model_spec))
-            model, exp_avg, exp_avg_sq, state = load_checkpoint(base, self.ckpt_dir)
+            model, exp_avg, exp_avg_sq, state = self._model()
             shapes = {n: tuple(p.shape) for n, p in model.named_parameters()}
             check_moments({n: shapes[n] for n in lora_param_names(model)}, exp_avg, exp_avg_sq)
             device = next(model.parameters()).device
+            if device.type == "cuda":  # TF32 for the fp32 per-example bmm and projection matmuls
+                torch.backends.cuda.matmul.allow_tf32 = True
+                torch.backends.cudnn.allow_tf32 = True
             m, v = ({k: t.to(device=device, dtype=torch.float32) for k, t in d.items()} for d in (exp_avg, exp_avg_sq))
-            self._loaded = (model, tok, m, v, state)
+            self._loaded = (model, self.shared["tok"], m, v, state)
         return self._loaded
+
+    def release(self) -> None:
+        """Drop this checkpoint's moments (the shared model stays for the next checkpoint)."""
+        self._loaded = None
+
+
+def _max_tokens(cfg, lc: LessConfig, model) -> int | None:
+    """--param max_tokens, else the planner's budget from free CUDA memory, else None (CPU)."""
+    from tselect.featurize.plan import auto_max_tokens
+
+    if lc.max_tokens:
+        return lc.max_tokens
+    preset = WARMUP_PRESETS[lc.warmup].train
+    return auto_max_tokens(model, cfg.max_length, preset.lora_r, preset.target_modules, lc.projection, lc.dim)
 
 
 def _rows_fn(cfg, ckpt: _Checkpoint, rows: list, projector, adam: str | None):
     """rows_fn(start, stop, advance) for write_unit_rows; adam=None gives plain gradients."""
+    budget: list[int | None] = []  # computed once per checkpoint, on first use
 
     def rows_fn(start: int, stop: int, advance: Callable[[int], None]) -> np.ndarray:
         model, tok, exp_avg, exp_avg_sq, state = ckpt.get()
+        if not budget:
+            budget.append(_max_tokens(cfg, less_config(cfg), model))
         transform = None if adam is None else ADAM[adam](exp_avg, exp_avg_sq, state)
-        return gradient_rows(model, rows[start:stop], tok.pad_token_id, cfg.batch_size, projector, transform, advance)
+        return gradient_rows(model, rows[start:stop], tok.pad_token_id, cfg.batch_size, projector, transform, advance,
+                             max_tokens=budget[0])
 
     return rows_fn
 
 
-def pool_key(cfg, lc: LessConfig, warmup_id: str, pool: Dataset) -> str:
+def pool_key(cfg, lc: LessConfig, warmup_id: str, pool: Dataset, setup: dict | None = None) -> str:
     """What the pool rows depend on (not the queries): equal keys mean byte-identical pool rows."""
     import hashlib
 
-    parts = {"warmup": warmup_id, "less": dataclasses.asdict(lc), "max_length": cfg.max_length,
-             "batch_size": cfg.batch_size, "dtype": cfg.dtype, "pool": pool.content_hash}
+    parts = {"warmup": warmup_id, "less": _options(lc), "max_length": cfg.max_length,
+             "batch_size": cfg.batch_size, "dtype": cfg.dtype, "pool": pool.content_hash, **(setup or {})}
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]
 
 
@@ -177,6 +232,17 @@ def checkpoint_rows(cfg, lc: LessConfig, ckpt: _Checkpoint, encoded: dict[str, l
     projector = make_projector(lc.projection, lc.dim, lc.proj_seed)
     return Checkpoint(name, lc.dim, _rows_fn(cfg, ckpt, encoded["query"], projector, None),
                       _rows_fn(cfg, ckpt, encoded["pool"], projector, lc.adam))
+
+
+def _checkpoints(cfg, lc: LessConfig, warmup_dir: Path, ckpts: list[dict], encoded: dict) -> Iterator[Checkpoint]:
+    """Each checkpoint's rows in turn. One base model per process: later checkpoints swap their
+    adapter in; a checkpoint's moments are released once the stage has written its rows."""
+    shared: dict = {}
+    for c in ckpts:
+        ckpt = _Checkpoint(cfg.model, warmup_dir / c["name"], shared)
+        yield checkpoint_rows(cfg, lc, ckpt, encoded, c["name"])
+        ckpt.release()
+    shared.clear()
 
 
 def rows(cfg, pool: Dataset, query: Dataset, warmup: tuple[str, Path]) -> tuple[dict, Iterator[Checkpoint]]:
@@ -196,9 +262,9 @@ def rows(cfg, pool: Dataset, query: Dataset, warmup: tuple[str, Path]) -> tuple[
     tok = load_tokenizer(resolve_model(cfg.model))
     encoded = {name: [encode_example(ex, tok, cfg.max_length) for ex in data.examples]
                for name, data in (("query", query), ("pool", pool))}
-    key = pool_key(cfg, lc, warmup_id, pool)
-    checkpoints = (checkpoint_rows(cfg, lc, _Checkpoint(cfg.model, warmup_dir / c["name"]), encoded, c["name"])
-                   for c in ckpts)
+    setup = compute_setup()  # recorded in attrs; the stage refuses shards from another setup
+    key = pool_key(cfg, lc, warmup_id, pool, setup)
+    checkpoints = _checkpoints(cfg, lc, warmup_dir, ckpts, encoded)
     lrs = np.array([c["mean_lr"] for c in ckpts], dtype=np.float64)
     weights = (lrs / lrs.sum()).tolist()  # w_t = η̄_t / Σ η̄: only relative lr matters
     empty = {name: [i for i, r in enumerate(rows) if all(t == IGNORE for t in r.labels)] for name, rows in encoded.items()}
@@ -206,5 +272,6 @@ def rows(cfg, pool: Dataset, query: Dataset, warmup: tuple[str, Path]) -> tuple[
     attrs = {"dim": lc.dim, "checkpoints": [c["name"] for c in ckpts], "weights": weights, "warmup": warmup_id,
              "projection": lc.projection, "proj_seed": lc.proj_seed, "adam": lc.adam,
              "gradients": {"pool": "adam", "query": "sgd"}, "steps": [c["step"] for c in ckpts],
-             "zero_rows": zero, "empty_pool_rows": empty["pool"], "pool_key": key}
+             "zero_rows": zero, "empty_pool_rows": empty["pool"], "pool_key": key,
+             "compute": setup}
     return attrs, checkpoints

@@ -107,6 +107,25 @@ class SparseJL:
         return out.scatter_add_(1, idx.expand_as(src), src)  # [B, dim]
 
 
+MAX_DENSE_ENTRIES = 1 << 28  # P·dim budget of a dense projection: 1 GiB of fp32, cached whole
+
+
+def check_dense_budget(numel: int, dim: int, max_entries: int = MAX_DENSE_ENTRIES) -> None:
+    """Refuse a dense projection of `numel` total coordinates whose P×dim matrix exceeds the budget.
+
+    Within the budget the matrix is generated once and cached (one matmul per factor and batch);
+    beyond it, it would be regenerated for every batch: at 7B-LoRA scale (P = 134M, d = 8192)
+    1.1e12 entries in ~5e5 blocks of ~44 kernels, minutes of host-bound work per batch.
+    """
+    from tselect.errors import UserError
+
+    if numel * dim > max_entries:
+        blocks = -(-numel // 256)
+        raise UserError(f"projection=rademacher needs a {numel:,}x{dim} sign matrix ({numel * dim * 4 / 2**30:,.1f} "
+                        f"GiB fp32, budget {max_entries * 4 / 2**30:.1f} GiB), regenerated every batch as {blocks:,} "
+                        f"blocks of ~44 kernels; use --param projection=kronecker (dense quality) or sjlt")
+
+
 class DenseRademacher:
     """Dense JL with entries ±1/√dim, generated in row blocks and applied as fp32 matmuls.
 
@@ -114,15 +133,19 @@ class DenseRademacher:
     independent coefficients per chunk: one hash gives 30 signs, and any block of input
     coordinates can be generated alone, on any device. block_rows only bounds memory
     ([block_rows, dim] temporaries). Whole matrices are cached per name up to `cache_bytes`
-    in total (fp32), which makes repeated batches on small adapters cheap.
+    in total (fp32), which makes repeated batches on small adapters cheap. Only for small P:
+    past `max_entries` (P·dim over all names) it refuses, naming the alternatives.
     """
 
     BITS = 30  # signs per hash value: bits 0..29 of a uniform value in [0, 2^31-1)
 
-    def __init__(self, dim: int, seed: int = 0, block_rows: int = 256, cache_bytes: int = 1 << 28):
+    def __init__(self, dim: int, seed: int = 0, block_rows: int = 256, cache_bytes: int = 4 * MAX_DENSE_ENTRIES,
+                 max_entries: int = MAX_DENSE_ENTRIES):
         if dim < 1 or block_rows < 1:
             raise ValueError(f"DenseRademacher needs dim >= 1 and block_rows >= 1, got {dim}, {block_rows}")
         self.dim, self.seed, self.block_rows, self.cache_bytes = dim, seed, block_rows, cache_bytes
+        self.max_entries = max_entries
+        self._sizes: dict[str, int] = {}  # name → numel seen: the budget covers their sum
         self._coeffs: dict[tuple[str, torch.device], torch.Tensor] = {}
         self._cache: dict[tuple[str, int, torch.device], torch.Tensor] = {}
         self._cached = 0
@@ -157,6 +180,10 @@ class DenseRademacher:
         flat = g.reshape(g.shape[0], -1).float()  # [B, P]
         numel = flat.shape[1]
         _check_numel(name, numel)
+        if self._sizes.get(name) != numel:
+            check_dense_budget(sum(self._sizes.values()) - self._sizes.get(name, 0) + numel, self.dim,
+                               self.max_entries)
+            self._sizes[name] = numel
         full = self._matrix(name, numel, flat.device)
         if full is not None:
             return flat @ full  # [B, P] @ [P, dim]
@@ -167,7 +194,65 @@ class DenseRademacher:
         return out
 
 
-PROJECTIONS: dict[str, type] = {"sjlt": SparseJL, "rademacher": DenseRademacher}
+def kron_split(dim: int, out: int, inp: int) -> tuple[int, int]:
+    """(k_out, k_in) with k_out·k_in = dim for an [out, in] factor.
+
+    A rank-1 gradient u vᵀ projects to (Lu)(Rv)ᵀ, whose squared norm has relative variance
+    ≈ 2/k_out + 2/k_in, smallest at k_out ≈ k_in ≈ √dim; so k_out is the largest divisor of
+    dim not above √dim. A side of size 1 (a bias or vector) gets all of dim on the other side.
+    """
+    if inp == 1:
+        return dim, 1
+    if out == 1:
+        return 1, dim
+    k = max(d for d in range(1, math.isqrt(dim) + 1) if dim % d == 0)
+    return k, dim // k
+
+
+class KroneckerJL:
+    """Two-sided (Kronecker) projection per factor: G [B, out, in] ↦ L G Rᵀ [B, k_out, k_in].
+
+    L [k_out, out] and R [k_in, in] hold ±1/√k signs from the name-seeded hash (the dense
+    generator with keys "{name}:L" / "{name}:R"), built once per (name, device) and cached:
+    (k_out·out + k_in·in) fp32 values instead of the dense out·in·dim. Each factor's k_out·k_in
+    = dim outputs are added into the shared [B, dim] row; factors use independent L, R, so the
+    sum of per-factor maps is a JL map of the concatenated gradient (E[MᵀM] = I). Summing,
+    rather than giving each of F factors a dim/F slice, keeps k_out, k_in ≈ √dim per factor:
+    with 256 factors a slice would leave 32 outputs per factor (k ≈ 4×8) and rank-1 gradients
+    would be preserved only to ~90% relative error. Cost: two small matmuls per factor.
+    """
+
+    def __init__(self, dim: int, seed: int = 0):
+        if dim < 1:
+            raise ValueError(f"KroneckerJL needs dim >= 1, got {dim}")
+        self.dim, self.seed = dim, seed
+        self._mats: dict[tuple[str, tuple[int, int], torch.device], tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def matrices(self, name: str, out: int, inp: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """(L [k_out, out], Rᵀ [in, k_in]) fp32, cached per (name, shape, device)."""
+        key = (name, (out, inp), device)
+        if key not in self._mats:
+            k_out, k_in = kron_split(self.dim, out, inp)
+            lt = DenseRademacher(k_out, self.seed).block(f"{name}:L", 0, out, device)  # [out, k_out]
+            rt = DenseRademacher(k_in, self.seed).block(f"{name}:R", 0, inp, device)  # [in, k_in]
+            self._mats[key] = (lt.T.contiguous(), rt)
+        return self._mats[key]
+
+    def project(self, name: str, g: torch.Tensor) -> torch.Tensor:
+        b = g.shape[0]
+        g = g.float()
+        g = g.reshape(b, g.shape[1], -1) if g.dim() > 2 else g.reshape(b, -1, 1)  # [B, out, in]
+        _check_numel(name, g.shape[1] * g.shape[2])
+        left, rt = self.matrices(name, g.shape[1], g.shape[2], g.device)
+        # contract the larger side first: fewer FLOPs and a smaller temporary
+        if g.shape[2] >= g.shape[1]:
+            y = left @ (g @ rt)  # [k_out, out] @ [B, out, k_in]
+        else:
+            y = (left @ g) @ rt  # [B, k_out, in] @ [in, k_in]
+        return y.reshape(b, self.dim)  # [B, k_out·k_in = dim]
+
+
+PROJECTIONS: dict[str, type] = {"sjlt": SparseJL, "rademacher": DenseRademacher, "kronecker": KroneckerJL}
 
 
 def make_projector(kind: str, dim: int, seed: int = 0) -> Projector:

@@ -183,16 +183,25 @@ def read_checkpoints(warmup_dir: Path) -> list[dict]:
     return store.read_json(Path(warmup_dir) / "checkpoints.json")
 
 
+def load_moments(ckpt_dir: Path):
+    """(exp_avg, exp_avg_sq, state) of a checkpoint: Adam moments by parameter name, optimizer state."""
+    return (store.load_tensors(Path(ckpt_dir) / "exp_avg.safetensors"),
+            store.load_tensors(Path(ckpt_dir) / "exp_avg_sq.safetensors"),
+            store.read_json(Path(ckpt_dir) / "state.json"))
+
+
 def load_checkpoint(base_model, ckpt_dir: Path):
     """(PeftModel with the checkpoint's adapter on base_model, exp_avg, exp_avg_sq, state).
 
-    Wrapping modifies base_model in place: pass a freshly loaded base for every checkpoint.
+    Wrapping modifies base_model in place: pass a freshly loaded base for every checkpoint
+    (or swap adapters into one wrapped model with featurize.adapters.swap_adapter).
     """
     from peft import PeftModel
 
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-        model = PeftModel.from_pretrained(base_model, str(ckpt_dir), is_trainable=False)
-    exp_avg = store.load_tensors(Path(ckpt_dir) / "exp_avg.safetensors")
-    exp_avg_sq = store.load_tensors(Path(ckpt_dir) / "exp_avg_sq.safetensors")
-    return model.eval(), exp_avg, exp_avg_sq, store.read_json(Path(ckpt_dir) / "state.json")
+        # On the base's device (not peft's guess of cuda:0); LoRA in the base dtype: the
+        # per-example math upcasts to fp32 itself (grads._factor_grads, adam).
+        model = PeftModel.from_pretrained(base_model, str(ckpt_dir), is_trainable=False, autocast_adapter_dtype=False,
+                                          torch_device=str(next(base_model.parameters()).device))
+    return (model.eval(), *load_moments(ckpt_dir))
