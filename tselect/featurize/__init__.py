@@ -68,18 +68,36 @@ REPRESENTATIONS: dict[str, Representation] = {
 }
 
 
+DATA_OPTIONS = ("split", "query_split", "columns", "query_columns", "dedup")
+
+
 def _hashed_config(cfg: FeaturizeConfig) -> dict:
     # Data enter the id through their content hashes, so the same files under other paths
-    # (or on another host) give the same id.
+    # (or on another host), read with any split/column options that give the same rows, give
+    # the same id. A hub model enters by its files' fingerprint (inputs), never by its name.
+    from tselect.data.hub import looks_like_hub_id
+
     hashed = artifacts.config_dict(cfg)
-    for key in ("pool", "query", "pool_vectors", "query_vectors"):
+    for key in ("pool", "query", "pool_vectors", "query_vectors", *DATA_OPTIONS):
         hashed.pop(key)
+    if cfg.model and looks_like_hub_id(cfg.model):
+        hashed["model"] = None
     return hashed
 
 
 def _where(spec: str) -> str:
-    """Builtin names as they are; files as absolute paths so later stages find them from any cwd."""
-    return spec if spec.startswith("builtin:") else str(Path(spec).resolve())
+    """Builtin names and hub ids as they are; files as absolute paths so later stages find them from any cwd."""
+    from tselect.data.hub import looks_like_hub_id
+
+    return spec if spec.startswith("builtin:") or looks_like_hub_id(spec) else str(Path(spec).resolve())
+
+
+def load_data(cfg: FeaturizeConfig):
+    """(pool, query) read with the config's format, split, column and dedup options."""
+    pool = load_dataset(cfg.pool, cfg.fmt, split=cfg.split, columns=cfg.columns, dedup=cfg.dedup, flag="--pool")
+    query = load_dataset(cfg.query, cfg.fmt, split=cfg.query_split, columns=cfg.query_columns, dedup=cfg.dedup,
+                         flag="--query")
+    return pool, query
 
 
 def run(cfg: FeaturizeConfig, root: Path, shard: tuple[int, int] = (0, 1)) -> str:
@@ -89,7 +107,7 @@ def run(cfg: FeaturizeConfig, root: Path, shard: tuple[int, int] = (0, 1)) -> st
     rep = REPRESENTATIONS[cfg.rep]
     if cfg.params and cfg.rep != "less":
         raise UserError(f"--rep {cfg.rep} takes no --param options (got {cfg.params[0][0]}); drop them")
-    pool, query = load_dataset(cfg.pool, cfg.fmt), load_dataset(cfg.query, cfg.fmt)
+    pool, query = load_data(cfg)
     inputs = {"pool": pool.content_hash, "query": query.content_hash, **rep.identity(cfg)}
     if not artifacts.exists(root, artifacts.compute_id("featurize", _hashed_config(cfg), inputs)):
         _check_space(root, cfg, rep, len(pool) + len(query))  # a finished artifact needs no space
@@ -106,8 +124,11 @@ def run(cfg: FeaturizeConfig, root: Path, shard: tuple[int, int] = (0, 1)) -> st
         with store.group_lock(group):  # every shard computes the same attrs; writes are serialized
             store.set_attrs(group, {"representation": cfg.rep, "model": cfg.model, "n_pool": len(pool),
                                     "n_query": len(query), **attrs})
+            store.write_json(build.path / "pool_ids.json", [ex.id for ex in pool.examples])  # export maps rows by id
         build.record(pool=_where(cfg.pool), query=_where(cfg.query), n_pool=len(pool), n_query=len(query),
-                     query_subtasks=[ex.meta.get("subtask") for ex in query.examples])
+                     query_subtasks=[ex.meta.get("subtask") for ex in query.examples],
+                     pool_read={"fmt": cfg.fmt, "split": cfg.split, "columns": [list(c) for c in cfg.columns],
+                                "dedup": cfg.dedup, **pool.meta.get("origin", {})})
 
     if shard == (0, 1):
         aid = artifacts.produce(root, "featurize", _hashed_config(cfg), inputs, write, resume=True)

@@ -29,6 +29,16 @@ class FeaturizeConfig:
     """vectors only: .npy file with one row per query example."""
     params: tuple[tuple[str, str], ...] = ()
     """Representation options as (name, value) pairs, e.g. (("dim", "8192"),) for less."""
+    split: str | None = None
+    """Pool split of a DatasetDict dir or hub dataset (data enter the id by content, not by this)."""
+    query_split: str | None = None
+    """Query split, likewise."""
+    columns: tuple[tuple[str, str], ...] = ()
+    """Pool column mapping (field, column), e.g. (("prompt", "question"),)."""
+    query_columns: tuple[tuple[str, str], ...] = ()
+    """Query column mapping, likewise."""
+    dedup: bool = False
+    """Drop repeated conversations (keep the first) instead of failing."""
 
     def __post_init__(self):
         if self.max_length < 8:
