@@ -21,8 +21,8 @@ def parse_budget(text: str | None, percentage: float | None = None, flag: str = 
     try:
         if raw.endswith("%"):
             value: int | float = float(raw[:-1]) / 100
-        elif raw.isdigit():
-            value = int(raw)
+        elif raw.lstrip("-").isdigit():
+            return int(raw)  # a count; its range (1..pool size) is checked where the pool is known
         else:
             value = float(raw)
     except ValueError:
@@ -30,8 +30,6 @@ def parse_budget(text: str | None, percentage: float | None = None, flag: str = 
     if isinstance(value, float) and value.is_integer() and value > 1:
         value = int(value)
     if isinstance(value, int):
-        if value < 1:
-            raise UserError(f"{flag} {text} must be >= 1")
         return value
     if not 0 < value <= 1:
         raise UserError(f"{flag} {text} must be a count >= 1 or a fraction in (0, 1]")

@@ -85,37 +85,47 @@ def rm(artifact: str, store: StoreOpt = None):
 @app.command()
 def export(
     selection: str,
-    out: Annotated[str, typer.Option(help="Output file")],
-    budget: Annotated[int | None, typer.Option(help="Only the first K of the order")] = None,
-    indices: Annotated[bool, typer.Option("--indices", help="Write a JSON list of pool indices instead of JSONL rows")] = False,
+    out: Annotated[str, typer.Option(help="Output file: .jsonl (default), .json, .parquet or .csv")],
+    budget: Annotated[str | None, typer.Option(help="Only the first K of the order: a count, a fraction of the pool (0.05) or 5%")] = None,
+    percentage: Annotated[float | None, typer.Option(help="Budget as a fraction of the pool (LESS's --percentage 0.05)")] = None,
+    pool: Annotated[str | None, typer.Option(help="Read the pool from here (moved, copied or grown); rows are found by example id")] = None,
+    scores: Annotated[bool, typer.Option("--scores", help="Add tselect_rank (1 = chosen first) and tselect_score to each row")] = False,
+    indices: Annotated[bool, typer.Option("--indices", help="Write a JSON list of pool indices instead of rows")] = False,
     store: StoreOpt = None,
 ):
-    """Write a selection as JSONL pool rows (in selection order) or as a JSON index list."""
+    """Write a selection's rows as they were read (their layout, fields and `id`), in selection order."""
     from pathlib import Path
 
     from tselect import artifacts as A
-    from tselect.data.formats import write_jsonl
-    from tselect.lineage import load_pool, selection_indices
-    from tselect.store import write_json
-
+    from tselect.budget import budget_count, parse_budget
+    from tselect.data.formats import write_rows
     from tselect.errors import UserError
+    from tselect.lineage import selected_examples, selection_indices
+    from tselect.store import write_json
 
     r = root(store)
     art = A.resolve(r, selection, stage="select")
-    order = selection_indices(art, budget)
+    k = budget_count(parse_budget(budget, percentage), int(art.record.get("n_pool") or 0))
     target = Path(out)
     if not target.parent.is_dir():
         raise UserError(f"--out {out}: directory {target.parent} does not exist; create it or pick another --out")
+    if indices:
+        rows = [int(i) for i in selection_indices(art, k)]
+    else:
+        rows = [_export_row(ex, rank, score, scores) for rank, ex, score in selected_examples(r, art, k, pool)]
     try:
-        if indices:
-            write_json(target, [int(i) for i in order])
-        else:
-            pool = load_pool(r, art)
-            write_jsonl(target, [pool.examples[i] for i in order])
+        write_json(target, rows) if indices else write_rows(target, rows)
     except OSError as e:
         raise UserError(f"cannot write --out {out} ({e.strerror}); pick a writable path") from None
-    typer.echo(f"wrote {order.size} {'indices' if indices else 'rows'} to {out}", err=True)
+    typer.echo(f"wrote {len(rows)} {'indices' if indices else 'rows'} to {out}", err=True)
     emit(art.id)
+
+
+def _export_row(ex, rank: int, score, with_scores: bool) -> dict:
+    row = ex.original()
+    if with_scores:
+        row["tselect_rank"], row["tselect_score"] = rank + 1, score
+    return row
 
 
 @app.command()
