@@ -45,6 +45,12 @@ class EvaluateConfig:
     """Token limit per scored sequence (contexts are cut from the left)."""
     max_new_tokens: int = 32
     """Generation length for rows scored by exact match / F1."""
+    split: str | None = None
+    """Split of a target DatasetDict or hub dataset (the rows enter the id by content)."""
+    eval_split: str | None = None
+    """Split of the eval data, likewise."""
+    columns: tuple[tuple[str, str], ...] = ()
+    """Column mapping (field, column) of target and eval files."""
 
     def __post_init__(self):
         if self.prompt_format not in PROMPTS:
@@ -229,8 +235,8 @@ def _datasets(cfg: EvaluateConfig):
         with_eval = ", ".join(n[: -len(":eval")] for n in builtin_names() if n.endswith(":eval"))
         raise UserError(f"--target {cfg.target} has no eval split; pass --eval-data FILE or use a target "
                         f"that has one ({with_eval})")
-    query = load_dataset(cfg.target, cfg.fmt)
-    evalset = load_dataset(spec, cfg.fmt) if spec else None
+    query = load_dataset(cfg.target, cfg.fmt, split=cfg.split, columns=cfg.columns, flag="--target")
+    evalset = load_dataset(spec, cfg.fmt, split=cfg.eval_split, columns=cfg.columns, flag="--eval-data") if spec else None
     if evalset is not None and not any(_scorable(ex) for ex in evalset.examples[: cfg.limit]):
         raise UserError(f"eval data {spec}: no row carries `choices` + `gold` (multiple choice) or `answers` "
                         "(generation), so nothing can be scored; add them to the rows or drop --eval-data")
@@ -270,7 +276,7 @@ def run(cfg: EvaluateConfig, root: Path) -> str:
     if evalset is not None:
         inputs["eval"] = evalset.content_hash
     hashed = artifacts.config_dict(cfg)
-    for key in ("target", "eval_data", "finetune", "model", "fmt"):  # these enter through `inputs`
+    for key in ("target", "eval_data", "finetune", "model", "fmt", "split", "eval_split", "columns"):  # via `inputs`
         hashed.pop(key)
 
     def write(build: artifacts.Build) -> None:

@@ -37,6 +37,12 @@ class FinetuneConfig:
     """Row format of a --pool file (chat, alpaca, prompt); None = auto-detect."""
     train: TrainConfig = field(default_factory=TrainConfig)
     """Optimization settings (method, LoRA shape, lr, epochs, batch sizes, max_length, seed)."""
+    split: str | None = None
+    """Split of a --pool DatasetDict or hub dataset (the rows enter the id by content)."""
+    columns: tuple[tuple[str, str], ...] = ()
+    """Column mapping (field, column) of a --pool file."""
+    dedup: bool = False
+    """Drop repeated conversations of a --pool file (keep the first)."""
 
     def __post_init__(self):
         if self.selection == FULL and not self.pool:
@@ -46,7 +52,9 @@ class FinetuneConfig:
 
 
 def _where(spec: str) -> str:
-    return spec if spec.startswith("builtin:") else str(Path(spec).resolve())
+    from tselect.data.hub import looks_like_hub_id
+
+    return spec if spec.startswith("builtin:") or looks_like_hub_id(spec) else str(Path(spec).resolve())
 
 
 def _training_set(cfg: FinetuneConfig, root: Path):
@@ -54,7 +62,7 @@ def _training_set(cfg: FinetuneConfig, root: Path):
     from tselect.data import load_dataset
 
     if cfg.selection == FULL:
-        pool = load_dataset(cfg.pool, cfg.fmt)
+        pool = load_dataset(cfg.pool, cfg.fmt, split=cfg.split, columns=cfg.columns, dedup=cfg.dedup)
         n = len(pool) if cfg.budget is None else min(cfg.budget, len(pool))
         return pool.examples[:n], {"pool": pool.content_hash}, {"pool": _where(cfg.pool), "n_pool": len(pool)}
     sel = artifacts.resolve(root, cfg.selection, stage="select")
@@ -69,7 +77,7 @@ def _hashed_config(cfg: FinetuneConfig) -> dict:
     # The data and the model enter the id through `inputs` (selection id / pool hash, model
     # fingerprint), so the same files under another path give the same id.
     hashed = artifacts.config_dict(cfg)
-    for key in ("selection", "pool", "model", "fmt"):
+    for key in ("selection", "pool", "model", "fmt", "split", "columns", "dedup"):
         hashed.pop(key)
     return hashed
 

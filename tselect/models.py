@@ -365,17 +365,25 @@ def load_model(ref: ModelRef, dtype=None, device: str | None = None):
     return model, load_tokenizer(ref)
 
 
+def embedder_path(name_or_path: str | None) -> Path:
+    """The embedded MiniLM, a hub id resolved from the local HF cache, or a local directory."""
+    from tselect.data.hub import looks_like_hub_id, resolve_snapshot
+
+    if name_or_path in (None, "", "builtin:minilm"):
+        return assets.locate("minilm")
+    if looks_like_hub_id(name_or_path):
+        return resolve_snapshot(name_or_path, "model").path
+    return Path(name_or_path).expanduser()
+
+
 def load_embedder(name_or_path: str | None = None):
     """A SentenceTransformer: the embedded all-MiniLM-L6-v2 by default, or a local ST directory."""
     from sentence_transformers import SentenceTransformer
 
-    if name_or_path in (None, "", "builtin:minilm"):
-        path = assets.locate("minilm")
-    else:
-        path = Path(name_or_path).expanduser()
-        if not (path / "modules.json").is_file() and not (path / "config.json").is_file():
-            raise UserError(f"--embedder {name_or_path!r} is not a local sentence-transformers directory "
-                            "(no modules.json or config.json): pass one, or omit --embedder for the embedded MiniLM")
+    path = embedder_path(name_or_path)
+    if not (path / "modules.json").is_file() and not (path / "config.json").is_file():
+        raise UserError(f"--embedder {name_or_path!r} is not a local sentence-transformers directory "
+                        "(no modules.json or config.json): pass one, or omit --embedder for the embedded MiniLM")
     _threads_from_env()
     with quiet_transformers():
         return SentenceTransformer(os.fspath(path), device=default_device(), local_files_only=True)

@@ -159,7 +159,7 @@ def assets():
 @app.command()
 def mix(
     selections: Annotated[list[str], typer.Argument(help="Selection ids to compare (same pool)")],
-    budget: Annotated[int | None, typer.Option(help="Compare the first K of each order")] = None,
+    budget: Annotated[str | None, typer.Option(help="Compare the first K of each order: a count, a fraction of the pool or 5%")] = None,
     key: Annotated[str, typer.Option(help="Example meta field to group by")] = "source_task",
     top: Annotated[int, typer.Option(help="Show this many groups")] = 12,
     store: StoreOpt = None,
@@ -183,6 +183,9 @@ def mix(
             raise UserError(f"selection {a.id} was made on another pool than {arts[0].id}; "
                             "mix compares selections of one pool: pass selections of the same features' pool")
     pool = load_pool(r, arts[0])
+    from tselect.budget import budget_count, parse_budget
+
+    budget = budget_count(parse_budget(budget), len(pool))
     labels = [str(ex.meta.get(key, "?")) for ex in pool.examples]
     names = {f"{a.record.get('selector', a.id)} ({a.id[-6:]})": selection_indices(a, budget) for a in arts}
     tasks, rows = mix_table(labels, names)

@@ -29,10 +29,9 @@ def _config_width(path: Path, key: str = "hidden_size") -> int:
 
 
 def _embed_shape(cfg: FeaturizeConfig) -> tuple[int, int]:
-    from tselect import assets
+    from tselect.models import embedder_path
 
-    path = assets.locate("minilm") if cfg.model in (None, "", "builtin:minilm") else Path(cfg.model)
-    return _config_width(path), 1
+    return _config_width(embedder_path(cfg.model)), 1
 
 
 def _rds_shape(cfg: FeaturizeConfig) -> tuple[int, int]:
