@@ -23,6 +23,8 @@ def features_of(root: Path, art: artifacts.Artifact) -> artifacts.Artifact:
 def _read_pool(feats: artifacts.Artifact, spec: str | None) -> Dataset:
     """The pool read as featurize read it (format, split, columns, dedup), from `spec` or the recorded place."""
     opts = feats.record.get("pool_read") or {}
+    if spec is None and opts.get("kind") == "hub":  # the commit featurize read, not wherever main points now
+        spec = f"{opts['repo_id']}@{opts['commit']}"
     return load_dataset(spec or feats.record.get("pool"), opts.get("fmt", feats.config.get("fmt")),
                         split=opts.get("split"), columns=tuple(tuple(c) for c in opts.get("columns", ())),
                         dedup=bool(opts.get("dedup")), flag="--pool")
