@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from tselect import artifacts, progress, store
+from tselect.data.tokenize import MAX_LENGTH
 from tselect.errors import UserError
 from tselect.metrics import exact_match, extract_number, mc_accuracy, token_f1
 
@@ -41,7 +42,7 @@ class EvaluateConfig:
     """Use only the first N eval rows and the first N query rows."""
     batch_size: int = 8
     """Sequences per forward pass."""
-    max_length: int = 512
+    max_length: int = MAX_LENGTH
     """Token limit per scored sequence (contexts are cut from the left)."""
     max_new_tokens: int = 32
     """Generation length for rows scored by exact match / F1."""

@@ -10,38 +10,82 @@ import typer
 from tselect.cli.app import StoreOpt, app, emit, root
 
 
+STAGES = ("warmup", "featurize", "scores", "select", "distance", "finetune", "evaluate", "experiment", "report")
+
+
+def find(r, ref: str, stage: str | None = None):
+    """An artifact by id, id prefix, or bare hex (a prefix or suffix of the hex part, as `mix` labels show)."""
+    import re
+
+    from tselect import artifacts as A
+    from tselect.errors import UserError
+
+    try:
+        return A.resolve(r, ref, stage)
+    except UserError:
+        hexpart = ref.strip().lower()
+        if not re.fullmatch(r"[0-9a-f]{4,16}", hexpart):
+            raise
+    hits = sorted({d.name for pattern in (f"*/*-{hexpart}*", f"*/*-*{hexpart}") for d in r.glob(pattern)
+                   if d.is_dir() and d.suffix != ".part" and (d / A.MANIFEST).is_file()})
+    if len(hits) > 1:
+        raise UserError(f"hex id '{ref}' matches several artifacts ({', '.join(hits[:5])}); give more characters")
+    if not hits:
+        raise UserError(f"no artifact '{ref}' in store {r}; list them with `tselect ls --store {r}`")
+    return A.resolve(r, hits[0], stage)
+
+
+def _columns(a, by_id: dict) -> tuple[str, str, str]:
+    """(representation, selector or strategy, budget) of an artifact, from its config and inputs."""
+    cfg, rec = a.config, a.record
+    feats = by_id.get(a.inputs.get("features", ""))
+    if a.stage == "finetune" and a.inputs.get("selection") in by_id:
+        sel = by_id[a.inputs["selection"]]
+        feats = by_id.get(sel.inputs.get("features", ""))
+        return (feats.config.get("rep", "") if feats else "", sel.record.get("selector", ""),
+                str(cfg.get("budget") or rec.get("n_selected", "")))
+    rep = cfg.get("rep") or (feats.config.get("rep", "") if feats else "")
+    choice = rec.get("selector") or cfg.get("selector") or cfg.get("strategy") or ""
+    budget = rec.get("n_selected") if a.stage == "select" else cfg.get("budget")
+    return str(rep or ""), str(choice), "" if budget is None else str(budget)
+
+
 @app.command("ls")
-def ls_(stage: Annotated[str | None, typer.Option(help="Only this stage")] = None, store: StoreOpt = None):
-    """List artifacts (stderr table; ids on stdout)."""
+def ls_(stage: Annotated[str | None, typer.Option(help=f"Only this stage: {', '.join(STAGES)}")] = None,
+        store: StoreOpt = None):
+    """List artifacts, oldest first (stderr table; ids on stdout)."""
     from rich.console import Console
     from rich.table import Table
 
     from tselect.artifacts import list_artifacts
+    from tselect.errors import UserError
 
-    arts = [a for a in list_artifacts(root(store)) if stage in (None, a.stage)]
-    table = Table("id", "created", "wall s", "summary")
+    if stage is not None and stage not in STAGES:
+        raise UserError(f"unknown --stage '{stage}'; choose one of {', '.join(STAGES)}")
+    every = list_artifacts(root(store))
+    by_id = {a.id: a for a in every}
+    arts = sorted((a for a in every if stage in (None, a.stage)), key=lambda a: (a.manifest.get("created", ""), a.id))
+    table = Table("id", "created", "wall s", "rep", "selector", "budget", "summary")
     for a in arts:
-        summary = ", ".join(f"{k}={v}" for k, v in a.record.items() if isinstance(v, (int, float, str)))
-        table.add_row(a.id, a.manifest.get("created", ""), f"{a.manifest.get('wall_time_s', 0):.1f}", summary[:80])
+        summary = ", ".join(f"{k}={v}" for k, v in a.record.items()
+                            if isinstance(v, (int, float, str)) and k not in ("selector", "n_selected"))
+        table.add_row(a.id, a.manifest.get("created", ""), f"{a.manifest.get('wall_time_s', 0):.1f}",
+                      *_columns(a, by_id), summary[:60])
     Console(stderr=True).print(table)
     for a in arts:
         typer.echo(a.id)
 
 
 @app.command()
-def show(artifact: str, store: StoreOpt = None):
+def show(artifact: Annotated[str, typer.Argument(help="Id, id prefix, or bare hex (prefix or suffix)")], store: StoreOpt = None):
     """Print an artifact's manifest (JSON) on stdout."""
-    from tselect.artifacts import resolve
-
-    typer.echo(json.dumps(resolve(root(store), artifact).manifest, indent=2, sort_keys=True))
+    typer.echo(json.dumps(find(root(store), artifact).manifest, indent=2, sort_keys=True))
 
 
 @app.command()
-def path(artifact: str, store: StoreOpt = None):
+def path(artifact: Annotated[str, typer.Argument(help="Id, id prefix, or bare hex (prefix or suffix)")], store: StoreOpt = None):
     """Print an artifact's directory."""
-    from tselect.artifacts import resolve
-
-    typer.echo(str(resolve(root(store), artifact).path.resolve()))
+    typer.echo(str(find(root(store), artifact).path.resolve()))
 
 
 @app.command()
@@ -52,7 +96,7 @@ def verify(artifact: Annotated[str | None, typer.Argument(help="Artifact id (def
 
     r = root(store)
     if artifact:
-        ids = [A.resolve(r, artifact).id]
+        ids = [find(r, artifact).id]
     else:  # every finished artifact, each checked on its own (one corrupt manifest must not hide the rest)
         ids = sorted(d.name for d in r.glob("*/*") if d.is_dir() and d.suffix != ".part" and (d / A.MANIFEST).is_file())
     corrupt = []
@@ -72,14 +116,44 @@ def verify(artifact: Annotated[str | None, typer.Argument(help="Artifact id (def
 
 
 @app.command()
-def rm(artifact: str, store: StoreOpt = None):
-    """Delete an artifact (and any unfinished .part of it)."""
+def rm(
+    artifact: str,
+    force: Annotated[bool, typer.Option("--force", help="Delete even when other artifacts were made from it")] = False,
+    store: StoreOpt = None,
+):
+    """Delete an artifact (and any unfinished .part of it); refuses while others depend on it, unless --force."""
     from tselect import artifacts as A
+    from tselect.errors import UserError
 
     r = root(store)
-    aid = A.resolve(r, artifact).id
+    aid = find(r, artifact).id
+    users = dependents(r, aid)
+    if users and not force:
+        names = ", ".join(users[:5]) + (f" and {len(users) - 5} more" if len(users) > 5 else "")
+        raise UserError(f"{aid} is an input of {len(users)} other artifacts ({names}); remove those first, "
+                        "or pass --force to delete it anyway")
     A.remove(r, aid)
+    if users:
+        typer.echo(f"removed {aid}; {len(users)} artifacts made from it can no longer be rebuilt from the store", err=True)
     emit(aid)
+
+
+def dependents(r, aid: str) -> list[str]:
+    """Ids of finished artifacts that list `aid` among their inputs (directly).
+
+    Unreadable manifests are skipped: `rm` is how a corrupt artifact is cleared away.
+    """
+    from tselect.artifacts import MANIFEST
+
+    out = []
+    for d in r.glob(f"*/*/{MANIFEST}"):
+        try:
+            inputs = json.loads(d.read_text()).get("inputs") or {}
+        except (OSError, ValueError, AttributeError):
+            continue
+        if d.parent.name != aid and any(aid in str(v).split(",") for v in inputs.values()):
+            out.append(d.parent.name)
+    return sorted(out)
 
 
 @app.command()
@@ -104,7 +178,7 @@ def export(
     from tselect.store import write_json
 
     r = root(store)
-    art = A.resolve(r, selection, stage="select")
+    art = find(r, selection, stage="select")
     k = budget_count(parse_budget(budget, percentage), int(art.record.get("n_pool") or 0))
     target = Path(out)
     if not target.parent.is_dir():
@@ -176,7 +250,7 @@ def mix(
     from tselect.lineage import features_of
 
     r = root(store)
-    arts = [A.resolve(r, s, stage="select") for s in selections]
+    arts = [find(r, s, stage="select") for s in selections]
     pool_hash = features_of(r, arts[0]).inputs["pool"]
     for a in arts[1:]:
         if features_of(r, a).inputs["pool"] != pool_hash:

@@ -37,3 +37,19 @@ def columns(text: str | None) -> tuple[tuple[str, str], ...]:
     from tselect.data.formats import parse_columns
 
     return parse_columns(text)
+
+
+DemoOpt = Annotated[bool, typer.Option("--demo", help="Use the embedded demo data for any of --pool/--query/--target not given")]
+DEMO = {"--pool": "builtin:pool", "--query": "builtin:sciq", "--target": "builtin:sciq"}
+
+
+def required(value: str | None, flag: str, demo: bool) -> str:
+    """The user's data, or the embedded demo set with --demo; never a silent default."""
+    from tselect.errors import UserError
+
+    if value is not None:
+        return value
+    if demo:
+        return DEMO[flag]
+    raise UserError(f"{flag} is required: pass your data (a JSONL/parquet/CSV/JSON file, a save_to_disk dir or a hub "
+                    f"dataset id), or --demo to use the embedded {DEMO[flag]}")

@@ -8,6 +8,7 @@ import typer
 
 from tselect.cli import data_opts as D
 from tselect.cli.app import StoreOpt, app, emit, make, root
+from tselect.data.tokenize import MAX_LENGTH
 from tselect.errors import UserError
 
 
@@ -25,8 +26,9 @@ def parse_pairs(items: list[str] | None) -> tuple[tuple[str, str], ...]:
 @app.command()
 def featurize(
     rep: Annotated[str, typer.Option(help="Representation: embed, rds, vectors, less")],
-    pool: Annotated[str, typer.Option(help="Pool: builtin:pool[-small], a JSONL/parquet/CSV/JSON file, a save_to_disk dir or a hub dataset id")] = "builtin:pool",
-    query: Annotated[str, typer.Option(help="Query set: builtin:sciq|piqa|arc_easy|mmlu, a file, dir or hub dataset id")] = "builtin:sciq",
+    pool: Annotated[str | None, typer.Option(help="Pool (required): a JSONL/parquet/CSV/JSON file, a save_to_disk dir, a hub dataset id or builtin:pool[-small]")] = None,
+    query: Annotated[str | None, typer.Option(help="Query set (required): a file, dir, hub dataset id or builtin:sciq|piqa|arc_easy|mmlu")] = None,
+    demo: D.DemoOpt = False,
     model: Annotated[str | None, typer.Option(help="HF model dir or hub id in the local cache (rds/less), sentence-transformers dir or id (embed); default embedded")] = None,
     fmt: Annotated[str | None, typer.Option("--format", help="Row layout: chat, sharegpt, alpaca, prompt, text (default: auto)")] = None,
     split: D.SplitOpt = None,
@@ -36,7 +38,7 @@ def featurize(
     dedup: D.DedupOpt = False,
     revision: D.RevisionOpt = None,
     allow_download: D.AllowDownloadOpt = False,
-    max_length: Annotated[int, typer.Option(help="Truncate conversations to this many tokens")] = 256,
+    max_length: Annotated[int, typer.Option(help="Truncate conversations to this many tokens")] = MAX_LENGTH,
     batch_size: Annotated[int, typer.Option(help="Examples per forward pass")] = 16,
     dtype: Annotated[str, typer.Option(help="Stored feature dtype: float16 or float32")] = "float16",
     pool_vectors: Annotated[str | None, typer.Option(help="vectors: .npy, row i = pool example i")] = None,
@@ -48,6 +50,7 @@ def featurize(
     """Turn pool and query examples into a feature store (one unit row per example)."""
     from tselect import featurize as stage
 
+    pool, query = D.required(pool, "--pool", demo), D.required(query, "--query", demo)
     cfg = make(stage.FeaturizeConfig, rep=rep, pool=pool, query=query, model=D.model_spec(model, revision, allow_download),
                fmt=fmt, max_length=max_length, batch_size=batch_size, dtype=dtype, pool_vectors=pool_vectors,
                query_vectors=query_vectors, params=parse_pairs(param), split=split, query_split=query_split,
@@ -116,7 +119,8 @@ def select(
 
 @app.command()
 def warmup(
-    pool: Annotated[str, typer.Option(help="Pool whose random fraction warms the LoRA up")] = "builtin:pool",
+    pool: Annotated[str | None, typer.Option(help="Pool whose random fraction warms the LoRA up (required)")] = None,
+    demo: D.DemoOpt = False,
     model: Annotated[str | None, typer.Option(help="Local HF causal-LM dir (default: embedded SmolLM2)")] = None,
     preset: Annotated[str, typer.Option(help="cpu (r=8, embedded model) or less (r=128, the LESS recipe)")] = "cpu",
     fmt: Annotated[str | None, typer.Option("--format", help="Row format of a pool file")] = None,
@@ -133,5 +137,5 @@ def warmup(
 
     if preset not in WARMUP_PRESETS:
         raise UserError(f"unknown --preset '{preset}'; choose one of {', '.join(WARMUP_PRESETS)}")
-    data = load_dataset(pool, fmt, split=split, columns=D.columns(columns), dedup=dedup)
+    data = load_dataset(D.required(pool, "--pool", demo), fmt, split=split, columns=D.columns(columns), dedup=dedup)
     emit(produce_warmup(root(store), D.model_spec(model, revision, allow_download), data, WARMUP_PRESETS[preset]))

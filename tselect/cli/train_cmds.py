@@ -8,6 +8,7 @@ import typer
 
 from tselect.cli import data_opts as D
 from tselect.cli.app import StoreOpt, app, emit, make, root
+from tselect.data.tokenize import MAX_LENGTH
 
 
 @app.command()
@@ -35,7 +36,7 @@ def finetune(
     warmup_ratio: Annotated[float, typer.Option(help="Warmup fraction of steps")] = 0.03,
     weight_decay: Annotated[float, typer.Option(help="AdamW weight decay")] = 0.0,
     max_grad_norm: Annotated[float, typer.Option(help="Gradient clipping (0 = off)")] = 1.0,
-    max_length: Annotated[int, typer.Option(help="Tokens per row")] = 512,
+    max_length: Annotated[int, typer.Option(help="Tokens per row")] = MAX_LENGTH,
     seed: Annotated[int, typer.Option(help="Seed for init, dropout and data order")] = 0,
     store: StoreOpt = None,
 ):
@@ -75,7 +76,8 @@ def _budget(selection, budget, percentage, pool, fmt, split, cols, dedup, store)
 
 @app.command()
 def evaluate(
-    target: Annotated[str, typer.Option(help="Target: builtin:sciq|piqa|arc_easy|mmlu or a query file")] = "builtin:sciq",
+    target: Annotated[str | None, typer.Option(help="Target (required): a query file, dir, hub dataset id or builtin:sciq|piqa|arc_easy|mmlu")] = None,
+    demo: D.DemoOpt = False,
     eval_data: Annotated[str | None, typer.Option(help="Eval split file (default <target>:eval for builtins)")] = None,
     finetune: Annotated[str | None, typer.Option(help="Finetune id; omit for the zero-shot base model")] = None,
     model: Annotated[str | None, typer.Option(help="Base model dir or hub id in the local cache when no --finetune (default: embedded)")] = None,
@@ -88,14 +90,14 @@ def evaluate(
     prompt_format: Annotated[str, typer.Option(help="chat (as trained) or plain (context + 'Answer:')")] = "chat",
     limit: Annotated[int | None, typer.Option(help="Only the first N eval and query rows")] = None,
     batch_size: Annotated[int, typer.Option(help="Sequences per forward pass")] = 8,
-    max_length: Annotated[int, typer.Option(help="Token limit per sequence")] = 512,
+    max_length: Annotated[int, typer.Option(help="Token limit per sequence")] = MAX_LENGTH,
     max_new_tokens: Annotated[int, typer.Option(help="Generation length for EM/F1 rows")] = 32,
     store: StoreOpt = None,
 ):
     """Query loss and task metrics of a fine-tuned (or the zero-shot base) model; prints the evaluate id."""
     from tselect import evaluate as stage
 
-    cfg = make(stage.EvaluateConfig, target=target, eval_data=eval_data, finetune=finetune,
+    cfg = make(stage.EvaluateConfig, target=D.required(target, "--target", demo), eval_data=eval_data, finetune=finetune,
                model=D.model_spec(model, revision, allow_download), fmt=fmt, prompt_format=prompt_format, limit=limit,
                batch_size=batch_size, max_length=max_length, max_new_tokens=max_new_tokens, split=split,
                eval_split=eval_split, columns=D.columns(columns))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from tselect.data.tokenize import MAX_LENGTH
+
 
 @dataclass(frozen=True)
 class FeaturizeConfig:
@@ -17,7 +19,7 @@ class FeaturizeConfig:
     """LM (rds, less) or sentence embedder (embed); None = the embedded default."""
     fmt: str | None = None
     """Force the row format of pool/query files (chat, alpaca, prompt); None = auto-detect."""
-    max_length: int = 256
+    max_length: int = MAX_LENGTH
     """Truncate tokenized conversations to this many tokens."""
     batch_size: int = 16
     """Examples per forward pass."""

@@ -17,6 +17,7 @@ import numpy as np
 
 from tselect import artifacts, progress, store
 from tselect.data import load_dataset
+from tselect.data.tokenize import MAX_LENGTH
 from tselect.data.types import Dataset
 from tselect.errors import UserError
 from tselect.scores import ifd, judge, length, miwv
@@ -35,7 +36,7 @@ class ScoreConfig:
     """Force the row format of a pool file (chat, alpaca, prompt); None = auto-detect."""
     features: str | None = None
     """miwv only: feature artifact id of the same pool, whose cosine picks each demonstration."""
-    max_length: int = 256
+    max_length: int = MAX_LENGTH
     """Token budget of a rendered example (miwv's one-shot gets twice; judge clips texts to half)."""
     batch_size: int = 8
     """Sequences per forward pass."""
