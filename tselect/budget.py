@@ -26,7 +26,7 @@ def parse_budget(text: str | None, percentage: float | None = None, flag: str = 
         else:
             value = float(raw)
     except ValueError:
-        raise UserError(f"{flag} {text!r} must be a count (200), a fraction (0.05) or a percentage (5%)") from None
+        raise UserError(f"{flag} {text!r} must be a count (an integer such as 200), a fraction (0.05) or a percentage (5%)") from None
     if isinstance(value, float) and value.is_integer() and value > 1:
         value = int(value)
     if isinstance(value, int):

@@ -167,3 +167,12 @@ def test_hub_model_from_the_local_cache_with_revision(tmp_path, hf_cache, tiny_m
     assert resolve_model(f"org/tiny@{COMMIT_B}").fingerprint == other.fingerprint
     with pytest.raises(UserError, match=r"not in the local Hugging Face cache .*`hf download org/missing`"):
         resolve_model("org/missing")
+
+
+def test_csv_and_json_list_files(tmp_path):
+    ref = load_dataset(str(jsonl(tmp_path / "d.jsonl", ALPACA)))
+    (tmp_path / "d.json").write_text(json.dumps(ALPACA))
+    datasets.Dataset.from_list(ALPACA).to_csv(str(tmp_path / "d.csv"), index=False)
+    assert ids(load_dataset(str(tmp_path / "d.json"))) == ids(ref)
+    # CSV cells are text: the numeric `output` "1" stays a string, an empty `input` stays ""
+    assert ids(load_dataset(str(tmp_path / "d.csv"))) == ids(ref)

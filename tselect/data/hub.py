@@ -19,6 +19,9 @@ from tselect.errors import UserError
 # `org/name` or `org/name@revision`: what the hub and `hf download` accept as a repo id.
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?$")
 ALLOW_ENV = "TSELECT_ALLOW_DOWNLOAD"
+# A missing `dir/file.jsonl` is a missing file, not a repo named `file.jsonl`.
+_FILE_SUFFIXES = (".jsonl", ".ndjson", ".json", ".parquet", ".csv", ".tsv", ".arrow", ".npy", ".txt", ".gguf",
+                  ".safetensors", ".bin")
 
 
 def downloads_allowed() -> bool:
@@ -27,7 +30,9 @@ def downloads_allowed() -> bool:
 
 def looks_like_hub_id(spec: str) -> bool:
     """True for `org/name[@rev]` that is not an existing local path (a local path always wins)."""
-    return bool(_HUB_ID.match(spec)) and not Path(spec).expanduser().exists()
+    if not _HUB_ID.match(spec) or spec.split("@")[0].lower().endswith(_FILE_SUFFIXES):
+        return False
+    return not Path(spec).expanduser().exists()
 
 
 def split_revision(spec: str, revision: str | None = None) -> tuple[str, str | None]:
@@ -59,7 +64,8 @@ def resolve_snapshot(spec: str, repo_type: str, revision: str | None = None, fla
     except LocalEntryNotFoundError:
         kind = "--repo-type dataset " if repo_type == "dataset" else ""
         at = f" --revision {rev}" if rev else ""
-        raise UserError(f"{flag} {spec!r}: not in the local Hugging Face cache ({hub_cache()}) and tselect does not "
+        raise UserError(f"{flag} {spec!r}: no such local path, and not in the local Hugging Face cache ({hub_cache()}); "
+                        f"tselect does not "
                         f"download by default; run `hf download {kind}{repo_id}{at}` once, or pass --allow-download "
                         "(or a local path)") from None
     except HFValidationError as e:

@@ -81,10 +81,27 @@ def _from_file(path: Path, split: str | None, flag: str) -> list[dict[str, Any]]
     if builder is None:
         raise UserError(f"{flag} {path}: unknown file type {path.suffix or '(none)'}; pass .jsonl, .json, .parquet or "
                         ".csv (or a save_to_disk directory)")
-    kwargs = {"delimiter": "\t"} if path.suffix.lower() == ".tsv" else {}
+    kwargs = _csv_options(path, flag) if builder == "csv" else {}
     if split not in (None, "train"):
         raise UserError(f"{flag} {path} is one file, a single split; drop --split {split}")
     return _load(builder, {"train": str(path)}, "train", path, flag, **kwargs)
+
+
+def _csv_options(path: Path, flag: str) -> dict[str, Any]:
+    """CSV has no types: every cell is read as text ("42" is an answer, not a number; "" stays "")."""
+    import csv
+
+    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            header = next(csv.reader(fh, delimiter=delimiter), None)
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise UserError(f"{flag} {path}: cannot read its header ({_first_line(e)}); save it as UTF-8 CSV") from None
+    if not header:
+        raise UserError(f"{flag} {path} has no header row; the first line must name the columns")
+    ds_lib = _datasets()
+    features = ds_lib.Features({name: ds_lib.Value("string") for name in header})
+    return {"delimiter": delimiter, "features": features, "keep_default_na": False}
 
 
 def _from_folder(path: Path, split: str | None, flag: str) -> list[dict[str, Any]]:
