@@ -123,3 +123,16 @@ def test_old_selections_without_ids_still_export_from_the_same_pool(tmp_path, st
         {"instruction": "x", "output": "y"}) + "\n")
     proc = tselect("export", s, "--out", out, "--pool", tmp_path / "grown.jsonl", store=store, check=False)
     assert proc.returncode == 2 and "changed since" in proc.stderr
+
+
+def test_finetune_finds_the_selection_in_a_moved_pool(tmp_path, store, chain, tiny_model_dir):
+    pool, f, s = chain
+    moved = tmp_path / "moved.jsonl"
+    moved.write_text(json.dumps({"instruction": "Extra?", "output": "Yes."}) + "\n" + pool.read_text())
+    pool.unlink()
+    args = ("finetune", "--selection", s, "--budget", "4", "--model", tiny_model_dir, "--epochs", "1",
+            "--batch-size", "2", "--effective-batch-size", "2", "--max-length", "64")
+    proc = tselect(*args, store=store, check=False)
+    assert proc.returncode == 2 and "does not exist" in proc.stderr
+    ft = A.resolve(store, last_line(tselect(*args, "--pool", moved, store=store)))
+    assert ft.record["n_selected"] == 4 and ft.record["pool"] == str(moved)

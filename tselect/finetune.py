@@ -30,7 +30,7 @@ class FinetuneConfig:
     budget: int | None = None
     """Train on the first K examples of the selection; None = all of it."""
     pool: str | None = None
-    """Pool data for --selection full (builtin:pool, JSONL, save_to_disk dir); ignored otherwise."""
+    """Pool data for --selection full; for a selection, where its pool now lives (rows found by id)."""
     model: str | None = None
     """Base model: a local HF causal-LM directory; None = the embedded SmolLM2."""
     fmt: str | None = None
@@ -66,11 +66,11 @@ def _training_set(cfg: FinetuneConfig, root: Path):
         n = len(pool) if cfg.budget is None else min(cfg.budget, len(pool))
         return pool.examples[:n], {"pool": pool.content_hash}, {"pool": _where(cfg.pool), "n_pool": len(pool)}
     sel = artifacts.resolve(root, cfg.selection, stage="select")
-    pool = lineage.load_pool(root, sel)
-    order = lineage.selection_indices(sel, cfg.budget)
-    examples = tuple(pool.examples[int(i)] for i in order)
+    # found by example id when the selection carries them, so --pool may point at a moved copy
+    examples = tuple(ex for _, ex, _ in lineage.selected_examples(root, sel, cfg.budget, cfg.pool))
     feats = lineage.features_of(root, sel)
-    return examples, {"selection": sel.id}, {"pool": feats.record.get("pool"), "n_pool": len(pool)}
+    return examples, {"selection": sel.id}, {"pool": cfg.pool or feats.record.get("pool"),
+                                             "n_pool": feats.record.get("n_pool")}
 
 
 def _hashed_config(cfg: FinetuneConfig) -> dict:

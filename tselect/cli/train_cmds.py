@@ -16,7 +16,7 @@ def finetune(
     selection: Annotated[str, typer.Option(help="Selection id, or 'full' to train on the whole --pool")],
     budget: Annotated[str | None, typer.Option(help="Train on the first K of the selection: a count, a fraction of the pool (0.05) or 5% (default: all)")] = None,
     percentage: D.PercentageOpt = None,
-    pool: Annotated[str | None, typer.Option(help="Pool for --selection full (file, dir, hub dataset id or builtin)")] = None,
+    pool: Annotated[str | None, typer.Option(help="Pool for --selection full (file, dir, hub dataset id or builtin); for a selection, where its pool lives now")] = None,
     model: Annotated[str | None, typer.Option(help="Base model: local HF causal-LM dir or hub id in the local cache (default: embedded SmolLM2)")] = None,
     revision: D.RevisionOpt = None,
     allow_download: D.AllowDownloadOpt = False,
