@@ -35,7 +35,7 @@ class EvaluateConfig:
     model: str | None = None
     """Base model dir when no finetune is given; None = the embedded SmolLM2."""
     fmt: str | None = None
-    """Row format of target/eval files (chat, alpaca, prompt); None = auto-detect."""
+    """Row format of target/eval files (chat, sharegpt, alpaca, prompt, text); None = auto-detect."""
     prompt_format: str = "chat"
     """"chat": prompts rendered with the chat template, as in training; "plain": context + "\\nAnswer:"."""
     limit: int | None = None

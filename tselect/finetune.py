@@ -34,7 +34,7 @@ class FinetuneConfig:
     model: str | None = None
     """Base model: a local HF causal-LM directory; None = the embedded SmolLM2."""
     fmt: str | None = None
-    """Row format of a --pool file (chat, alpaca, prompt); None = auto-detect."""
+    """Row format of a --pool file (chat, sharegpt, alpaca, prompt, text); None = auto-detect."""
     train: TrainConfig = field(default_factory=TrainConfig)
     """Optimization settings (method, LoRA shape, lr, epochs, batch sizes, max_length, seed)."""
     split: str | None = None

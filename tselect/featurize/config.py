@@ -18,7 +18,7 @@ class FeaturizeConfig:
     model: str | None = None
     """LM (rds, less) or sentence embedder (embed); None = the embedded default."""
     fmt: str | None = None
-    """Force the row format of pool/query files (chat, alpaca, prompt); None = auto-detect."""
+    """Force the row format of pool/query files (chat, sharegpt, alpaca, prompt, text); None = auto-detect."""
     max_length: int = MAX_LENGTH
     """Truncate tokenized conversations to this many tokens."""
     batch_size: int = 16

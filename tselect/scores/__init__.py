@@ -33,13 +33,19 @@ class ScoreConfig:
     model: str | None = None
     """Scoring LM (tokenizer only for length): a local HF causal-LM dir; None = embedded SmolLM2."""
     fmt: str | None = None
-    """Force the row format of a pool file (chat, alpaca, prompt); None = auto-detect."""
+    """Force the row format of a pool file (chat, sharegpt, alpaca, prompt, text); None = auto-detect."""
     features: str | None = None
     """miwv only: feature artifact id of the same pool, whose cosine picks each demonstration."""
     max_length: int = MAX_LENGTH
     """Token budget of a rendered example (miwv's one-shot gets twice; judge clips texts to half)."""
     batch_size: int = 8
     """Sequences per forward pass."""
+    split: str | None = None
+    """Split of a DatasetDict dir or hub dataset pool (the rows enter the id by content)."""
+    columns: tuple[tuple[str, str], ...] = ()
+    """Column mapping (field, column) of the pool."""
+    dedup: bool = False
+    """Drop repeated conversations (keep the first) instead of failing."""
 
     def __post_init__(self):
         if self.max_length < 8:
@@ -72,7 +78,9 @@ STRATEGIES: dict[str, Strategy] = {
 
 
 def _where(spec: str) -> str:
-    return spec if spec.startswith("builtin:") else str(Path(spec).resolve())
+    from tselect.data.hub import looks_like_hub_id
+
+    return spec if spec.startswith("builtin:") or looks_like_hub_id(spec) else str(Path(spec).resolve())
 
 
 def _features(cfg: ScoreConfig, root: Path, pool: Dataset):
@@ -94,7 +102,7 @@ def run(cfg: ScoreConfig, root: Path) -> str:
     from tselect.models import DEFAULT_MODEL, resolve_model
 
     strat = STRATEGIES[cfg.strategy]
-    pool = load_dataset(cfg.pool, cfg.fmt)
+    pool = load_dataset(cfg.pool, cfg.fmt, split=cfg.split, columns=cfg.columns, dedup=cfg.dedup)
     ref = resolve_model(cfg.model)
     inputs = {"pool": pool.content_hash, "model": ref.fingerprint}
     feats = None
