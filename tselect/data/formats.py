@@ -169,6 +169,7 @@ def _renamed(row: dict, mapping: dict[str, str], where: str) -> dict:
     if missing:
         keys = ", ".join(sorted(row)[:8])
         raise UserError(f"{where}: --columns names column {missing[0]!r}, which the row lacks (keys: {keys}); fix the mapping")
+    # A column already named like a mapped field (a `prompt` next to `prompt=question`) gives way to the mapping.
     return {mapping.get(k, k): v for k, v in row.items() if not (k not in mapping and k in mapping.values())}
 
 
