@@ -140,7 +140,10 @@ def quantile_selection(root: Path, features: str, order_id: str, k: int, bins: i
     head = np.array_split(order, bins)[k][:per_bin]  # int64[<= per_bin]
 
     def write(build: artifacts.Build) -> None:
-        store.write_indices(build.path / "indices.json", head, {"quantile_bin": k, "bins": bins, "scores": None})
+        from tselect.select import selected_ids
+
+        store.write_indices(build.path / "indices.json", head, {"quantile_bin": k, "bins": bins, "scores": None,
+                                                                 "example_ids": selected_ids(root, features, head)})
         build.record(selector="quantile", n_selected=int(head.size), n_pool=int(order.size), quantile_bin=k, bins=bins)
 
     config = {"selector": "quantile", "quantile_bin": k, "bins": bins, "per_bin": per_bin}

@@ -126,7 +126,7 @@ def run(cfg: SelectConfig, root: Path) -> str:
         _check_order(order, inp.n_pool)
         order, used = usable_first(order, None if used is None else np.asarray(used), empty, budget)
         extra = {"scores": None if used is None else [round(float(x), 6) for x in used],
-                 "example_ids": _example_ids(root, ids["features"], order)}
+                 "example_ids": selected_ids(root, ids["features"], order)}
         store.write_indices(build.path / "indices.json", order, extra)
         build.record(selector=cfg.selector, n_selected=int(order.size), n_pool=inp.n_pool,
                      empty_rows_last=int(len(empty)))
@@ -136,7 +136,7 @@ def run(cfg: SelectConfig, root: Path) -> str:
     return aid
 
 
-def _example_ids(root: Path, features: str, order: np.ndarray) -> list[str] | None:
+def selected_ids(root: Path, features: str, order: np.ndarray) -> list[str] | None:
     """Content ids of the chosen rows, so export finds them in a moved or grown pool; None for
     feature stores made before featurize recorded `pool_ids.json`."""
     art = artifacts.resolve(root, features, stage="featurize")
