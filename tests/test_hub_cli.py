@@ -65,3 +65,15 @@ def test_featurize_hub_model_and_hub_dataset(tmp_path, store, tiny_model_dir, to
     shutil.rmtree(cache / "datasets--org--qa")
     gone = tselect("export", s, "--out", out, store=store, env=hf_env(cache), check=False)
     assert gone.returncode == 2 and "hf download --repo-type dataset org/qa" in gone.stderr
+
+
+def test_experiment_toml_keeps_hub_ids(tmp_path):
+    from tselect.experiment import load_spec
+
+    (tmp_path / "local.jsonl").write_text("")
+    toml = tmp_path / "e.toml"
+    toml.write_text('[experiment]\npool = "org/pool@main"\nmodel = "org/tiny"\ntargets = ["local.jsonl"]\n'
+                    'representations = ["embed"]\nbudgets = [4]\n')
+    spec = load_spec(toml)
+    assert spec.pool == "org/pool@main" and spec.model == "org/tiny"
+    assert spec.targets == {"local": str((tmp_path / "local.jsonl").resolve())}
