@@ -93,6 +93,10 @@ def test_parquet_out_and_fraction_budgets(tmp_path, store, chain):
     assert A.resolve(store, s25).record["n_selected"] == 5
     s_frac = last_line(tselect("select", "--features", f, "--selector", "topk", "--percentage", "0.25", store=store))
     assert s_frac == s25
+    d = last_line(tselect("distance", "--features", f, "--selection", s25, "--budget", "10%", "--budget", "5",
+                          store=store))
+    rows = json.loads((A.resolve(store, d).path / "distances.json").read_text())["rows"]
+    assert [r["budget"] for r in rows] == [2, 5]  # 10% of 20 = 2
     proc = tselect("select", "--features", f, "--budget", "1.5", store=store, check=False)
     assert proc.returncode == 2 and "fraction in (0, 1]" in proc.stderr
 
