@@ -176,3 +176,24 @@ def test_csv_and_json_list_files(tmp_path):
     assert ids(load_dataset(str(tmp_path / "d.json"))) == ids(ref)
     # CSV cells are text: the numeric `output` "1" stays a string, an empty `input` stays ""
     assert ids(load_dataset(str(tmp_path / "d.csv"))) == ids(ref)
+
+
+@pytest.mark.parametrize("make, match", [
+    (lambda d: (d / "bad.parquet").write_bytes(b"PAR1 not parquet") and d / "bad.parquet", "cannot read it as parquet"),
+    (lambda d: datasets.DatasetDict({"a": datasets.Dataset.from_list(ALPACA[:2]),
+                                     "b": datasets.Dataset.from_list(ALPACA[2:])}).save_to_disk(str(d / "dd")) or d / "dd",
+     "has splits a, b; pick one with --split"),
+])
+def test_cli_bad_containers_are_one_line_and_leave_no_artifact(tmp_path, make, match):
+    import numpy as np
+
+    from tests.test_cli_e2e import tselect
+
+    spec = make(tmp_path)
+    np.save(tmp_path / "p.npy", np.ones((2, 4)))
+    query = jsonl(tmp_path / "q.jsonl", ALPACA[:1])
+    proc = tselect("featurize", "--rep", "vectors", "--pool", spec, "--query", query, "--pool-vectors",
+                   tmp_path / "p.npy", "--query-vectors", tmp_path / "p.npy", store=tmp_path / "store", check=False)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: ") and match in lines[0], proc.stderr
+    assert not [p for p in (tmp_path / "store").glob("*/*") if p.suffix != ".lock"]

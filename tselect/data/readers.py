@@ -46,7 +46,8 @@ def _datasets():
     except ImportError:  # a declared dependency, but a hand-made venv may lack it
         raise UserError("reading this data needs the `datasets` package: run `pip install datasets`") from None
     datasets.disable_progress_bars()
-    datasets.logging.set_verbosity_error()
+    # Its errors reach the user as tselect's one `error:` line; its own log lines would add more.
+    datasets.logging.set_verbosity(datasets.logging.CRITICAL)
     return datasets
 
 
