@@ -39,7 +39,9 @@ def test_example_id_is_content_hash():
 
 @pytest.mark.parametrize("lines, match", [
     (['{"prompt": "a", "completion": "b"}', "{not json"], r"d.jsonl:2: bad JSON"),
-    ([{"text": "hello"}], r"d.jsonl:1: cannot tell the row format \(keys: text\)"),
+    ([{"body": "hello"}], r"d.jsonl:1: cannot tell the row format \(keys: body\)"),
+    ([{"text": "  "}], r"d.jsonl:1: `text` is empty"),
+    ([{"conversations": [{"from": "bot", "value": "q"}]}], r"d.jsonl:1: turn 0 needs `from`"),
     ([{"messages": []}], "non-empty list"),
     ([{"messages": [{"role": "user", "content": "q"}]}], "no assistant message"),
     ([{"messages": [{"role": "bot", "content": "q"}]}], "role"),

@@ -108,10 +108,14 @@ def test_non_causal_config_is_user_error(tmp_path):
         models.resolve_model(str(tmp_path / "bert"))
 
 
-def test_hub_name_is_never_downloaded():
-    with pytest.raises(UserError, match="never downloads.*--local-dir") as err:
+def test_hub_name_is_not_downloaded_without_allow_download(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.delenv("TSELECT_ALLOW_DOWNLOAD", raising=False)
+    with pytest.raises(UserError, match=r"not in the local Hugging Face cache.*`hf download HuggingFaceTB/SmolLM2-135M-Instruct`"
+                                        r".*--allow-download") as err:
         models.resolve_model("HuggingFaceTB/SmolLM2-135M-Instruct")
-    assert "\n" not in str(err.value)
+    assert "\n" not in str(err.value) and "huggingface-cli" not in str(err.value)
+    assert not (tmp_path / "empty-cache").exists() or not any((tmp_path / "empty-cache").rglob("*.safetensors"))
 
 
 def test_unknown_builtin_is_user_error():

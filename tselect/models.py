@@ -1,7 +1,10 @@
 """Models: resolve a `--model` spec to a local Hugging Face directory, then load it.
 
-A spec is `builtin:smollm2` (the default) or a local causal-LM directory. tselect never downloads
-at run time: a run must be reproducible offline, and a hub name is not a fixed set of weights.
+A spec is `builtin:smollm2` (the default), a local causal-LM directory, or a hub id
+(`org/name`, `org/name@revision`) resolved from the local Hugging Face cache without the network
+(`huggingface_hub.snapshot_download(..., local_files_only=True)`); downloading needs
+`--allow-download`. A hub name is not a fixed set of weights, so artifacts never hash it: the
+model enters ids by the fingerprint of the resolved snapshot's files.
 The embedded SmolLM2 ships as a Q4_1 GGUF; transformers keeps a GGUF-loaded model flagged as
 quantized (not saveable, treated as quantized by trainers), so we convert it once into an
 ordinary fp32 safetensors directory in the cache and load that from then on.
@@ -28,8 +31,8 @@ DEFAULT_MODEL = "builtin:smollm2"
 BUILTIN_MODELS = ("smollm2",)  # `builtin:<name>` -> the GGUF asset of the same name
 _CONVERTER_VERSION = 1  # bump when the conversion recipe changes the output
 _CHUNK = 1 << 20
-_LOCAL_HINT = ("pass a local Hugging Face causal-LM directory (with config.json), "
-               "or omit --model for the embedded SmolLM2")
+_LOCAL_HINT = ("pass a local Hugging Face causal-LM directory (with config.json) or a hub id in the local "
+               "HF cache, or omit --model for the embedded SmolLM2")
 
 # Files whose bytes decide what the model computes, besides config.json and the weights.
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
@@ -51,18 +54,30 @@ class ModelRef:
     spec: str
     path: Path
     fingerprint: str
+    commit: str | None = None  # the hub commit a hub id resolved to; None for local and builtin models
 
 
-def resolve_model(spec: str | None) -> ModelRef:
-    """Map `--model` to a local directory; `None` means the embedded SmolLM2."""
+def resolve_model(spec: str | None, revision: str | None = None) -> ModelRef:
+    """Map `--model` to a local directory; `None` means the embedded SmolLM2.
+
+    `revision` (or an `@rev` suffix) picks a branch, tag or commit of a hub id.
+    """
+    from tselect.data.hub import looks_like_hub_id, resolve_snapshot
+
     spec = spec or DEFAULT_MODEL
     if spec.startswith("builtin:"):
         return _resolve_builtin(spec)
+    if looks_like_hub_id(spec):
+        snap = resolve_snapshot(spec, "model", revision)
+        _check_causal_lm(snap.path, spec)
+        return ModelRef(spec, snap.path, fingerprint(snap.path), snap.commit)
+    if revision is not None:
+        raise UserError(f"--revision {revision} applies to hub ids, but --model {spec!r} is a local path; drop --revision")
     path = Path(spec).expanduser()
     if not path.exists():
         raise UserError(
-            f"--model {spec!r}: no such local directory, and tselect never downloads models at run time; "
-            f"download it once (e.g. `huggingface-cli download {spec} --local-dir DIR`) and pass --model DIR, "
+            f"--model {spec!r}: no such local directory, and not a hub id (org/name); "
+            "pass a model directory, a hub id in the local HF cache (`hf download org/name` puts it there), "
             "or omit --model for the embedded SmolLM2")
     if not path.is_dir():
         raise UserError(f"--model {spec!r} is a file, not a directory: {_LOCAL_HINT}")
@@ -343,17 +358,25 @@ def load_model(ref: ModelRef, dtype=None, device: str | None = None):
     return model, load_tokenizer(ref)
 
 
+def embedder_path(name_or_path: str | None) -> Path:
+    """The embedded MiniLM, a hub id resolved from the local HF cache, or a local directory."""
+    from tselect.data.hub import looks_like_hub_id, resolve_snapshot
+
+    if name_or_path in (None, "", "builtin:minilm"):
+        return assets.locate("minilm")
+    if looks_like_hub_id(name_or_path):
+        return resolve_snapshot(name_or_path, "model").path
+    return Path(name_or_path).expanduser()
+
+
 def load_embedder(name_or_path: str | None = None):
     """A SentenceTransformer: the embedded all-MiniLM-L6-v2 by default, or a local ST directory."""
     from sentence_transformers import SentenceTransformer
 
-    if name_or_path in (None, "", "builtin:minilm"):
-        path = assets.locate("minilm")
-    else:
-        path = Path(name_or_path).expanduser()
-        if not (path / "modules.json").is_file() and not (path / "config.json").is_file():
-            raise UserError(f"--embedder {name_or_path!r} is not a local sentence-transformers directory "
-                            "(no modules.json or config.json): pass one, or omit --embedder for the embedded MiniLM")
+    path = embedder_path(name_or_path)
+    if not (path / "modules.json").is_file() and not (path / "config.json").is_file():
+        raise UserError(f"--embedder {name_or_path!r} is not a local sentence-transformers directory "
+                        "(no modules.json or config.json): pass one, or omit --embedder for the embedded MiniLM")
     _threads_from_env()
     with quiet_transformers():
         return SentenceTransformer(os.fspath(path), device=default_device(), local_files_only=True)

@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from tselect.data.tokenize import MAX_LENGTH
 from tselect.errors import UserError
 from tselect.tokens import right_pad
 
@@ -55,7 +56,7 @@ class TrainConfig:
     """AdamW weight decay (not applied to biases and norms)."""
     max_grad_norm: float = 1.0
     """Gradient clipping norm; 0 disables clipping."""
-    max_length: int = 512
+    max_length: int = MAX_LENGTH
     """Tokens kept per row (right-truncated)."""
     seed: int = 0
     """Seeds LoRA init, dropout and the data order."""

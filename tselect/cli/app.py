@@ -16,7 +16,29 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            typer.echo(f"tselect {version('tselect')}")
+        except PackageNotFoundError:  # running from a source tree that was never installed
+            from tselect import __version__
+
+            typer.echo(f"tselect {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                          help="Print the version and exit")] = False,
+) -> None:
+    """Targeted instruction selection: featurize → select → finetune → evaluate → report."""
 
 StoreOpt = Annotated[
     str | None,

@@ -10,28 +10,99 @@ import typer
 from tselect.cli.app import StoreOpt, app, emit, root
 
 
+STAGES = ("warmup", "featurize", "scores", "select", "distance", "finetune", "evaluate", "experiment", "report")
+
+
+def expand_hex(r, ref: str) -> str:
+    """A bare hex (a prefix or suffix of an id's hex part, as `mix` labels show) as the full id it
+    names; any other ref as given. Damaged artifacts (no manifest) count, so `rm` can clear them."""
+    import re
+
+    from tselect import artifacts as A
+    from tselect.errors import UserError
+
+    hexpart = ref.strip().lower()
+    if not re.fullmatch(r"[0-9a-f]{4,16}", hexpart):
+        return ref
+    hits = sorted({d.name for pattern in (f"*/*-{hexpart}*", f"*/*-*{hexpart}") for d in r.glob(pattern)
+                   if d.is_dir() and A.is_id(d.name)})
+    if len(hits) > 1:
+        raise UserError(f"hex id '{ref}' matches several artifacts ({', '.join(hits[:5])}); give more characters")
+    return hits[0] if hits else ref
+
+
+def find(r, ref: str, stage: str | None = None):
+    """An artifact by id, id prefix, or bare hex (a prefix or suffix of the hex part)."""
+    from tselect import artifacts as A
+    from tselect.errors import UserError
+
+    try:
+        return A.resolve(r, ref, stage)
+    except UserError:
+        full = expand_hex(r, ref)
+        if full == ref:
+            raise
+    return A.resolve(r, full, stage)
+
+
+def find_unchecked(r, ref: str):
+    """artifacts.find_unchecked, also by bare hex: the artifact as it is, or a damaged directory."""
+    from tselect import artifacts as A
+    from tselect.errors import UserError
+
+    try:
+        return A.find_unchecked(r, ref)
+    except UserError:
+        full = expand_hex(r, ref)
+        if full == ref:
+            raise
+    return A.find_unchecked(r, full)
+
+
+def _columns(a, by_id: dict) -> tuple[str, str, str]:
+    """(representation, selector or strategy, budget) of an artifact, from its config and inputs."""
+    cfg, rec = a.config, a.record
+    feats = by_id.get(a.inputs.get("features", ""))
+    if a.stage == "finetune" and a.inputs.get("selection") in by_id:
+        sel = by_id[a.inputs["selection"]]
+        feats = by_id.get(sel.inputs.get("features", ""))
+        return (feats.config.get("rep", "") if feats else "", sel.record.get("selector", ""),
+                str(cfg.get("budget") or rec.get("n_selected", "")))
+    rep = cfg.get("rep") or (feats.config.get("rep", "") if feats else "")
+    choice = rec.get("selector") or cfg.get("selector") or cfg.get("strategy") or ""
+    budget = rec.get("n_selected") if a.stage == "select" else cfg.get("budget")
+    return str(rep or ""), str(choice), "" if budget is None else str(budget)
+
+
 @app.command("ls")
-def ls_(stage: Annotated[str | None, typer.Option(help="Only this stage")] = None, store: StoreOpt = None):
-    """List artifacts (stderr table; ids on stdout)."""
+def ls_(stage: Annotated[str | None, typer.Option(help=f"Only this stage: {', '.join(STAGES)}")] = None,
+        store: StoreOpt = None):
+    """List artifacts, oldest first (stderr table; ids on stdout)."""
     from rich.console import Console
     from rich.table import Table
 
     from tselect.artifacts import list_artifacts
+    from tselect.errors import UserError
 
-    arts = [a for a in list_artifacts(root(store)) if stage in (None, a.stage)]
-    table = Table("id", "created", "wall s", "summary")
+    if stage is not None and stage not in STAGES:
+        raise UserError(f"unknown --stage '{stage}'; choose one of {', '.join(STAGES)}")
+    every = list_artifacts(root(store))
+    by_id = {a.id: a for a in every}
+    arts = sorted((a for a in every if stage in (None, a.stage)), key=lambda a: (a.manifest.get("created", ""), a.id))
+    table = Table("id", "created", "wall s", "rep", "selector", "budget", "summary")
     for a in arts:
-        summary = ", ".join(f"{k}={v}" for k, v in a.record.items() if isinstance(v, (int, float, str)))
-        table.add_row(a.id, a.manifest.get("created", ""), f"{a.manifest.get('wall_time_s', 0):.1f}", summary[:80])
+        summary = ", ".join(f"{k}={v}" for k, v in a.record.items()
+                            if isinstance(v, (int, float, str)) and k not in ("selector", "n_selected"))
+        table.add_row(a.id, a.manifest.get("created", ""), f"{a.manifest.get('wall_time_s', 0):.1f}",
+                      *_columns(a, by_id), summary[:60])
     Console(stderr=True).print(table)
     for a in arts:
         typer.echo(a.id)
 
 
 @app.command()
-def show(artifact: str, store: StoreOpt = None):
+def show(artifact: Annotated[str, typer.Argument(help="Id, id prefix, or bare hex (prefix or suffix)")], store: StoreOpt = None):
     """Print an artifact's manifest (JSON) on stdout."""
-    from tselect.artifacts import find_unchecked
     from tselect.errors import UserError
 
     art = find_unchecked(root(store), artifact)
@@ -42,10 +113,8 @@ def show(artifact: str, store: StoreOpt = None):
 
 
 @app.command()
-def path(artifact: str, store: StoreOpt = None):
+def path(artifact: Annotated[str, typer.Argument(help="Id, id prefix, or bare hex (prefix or suffix)")], store: StoreOpt = None):
     """Print an artifact's directory."""
-    from tselect.artifacts import find_unchecked
-
     art = find_unchecked(root(store), artifact)
     typer.echo(str(getattr(art, "path", art).resolve()))
 
@@ -58,7 +127,7 @@ def verify(artifact: Annotated[str | None, typer.Argument(help="Artifact id (def
 
     r = root(store)
     if artifact:
-        found = [A.find_unchecked(r, artifact)]
+        found = [find_unchecked(r, artifact)]
     else:  # every finished artifact, each checked on its own (one corrupt manifest must not hide the rest)
         found = sorted(d.name for d in r.glob("*/*") if A.is_id(d.name) and d.is_dir())
     corrupt, ids = [], []
@@ -92,51 +161,90 @@ def _verify_one(r, item) -> tuple[str, list[str]]:
 
 
 @app.command()
-def rm(artifact: str, store: StoreOpt = None):
-    """Delete an artifact (and any unfinished .part of it)."""
+def rm(
+    artifact: str,
+    force: Annotated[bool, typer.Option("--force", help="Delete even when other artifacts were made from it")] = False,
+    store: StoreOpt = None,
+):
+    """Delete an artifact (and any unfinished .part of it); refuses while others depend on it, unless --force."""
     from tselect import artifacts as A
+    from tselect.errors import UserError
 
     r = root(store)
-    found = A.find_unchecked(r, artifact)  # the id is the directory's name, never what a manifest says
+    found = find_unchecked(r, artifact)  # the id is the directory's name, never what a manifest says
     aid = found.id if isinstance(found, A.Artifact) else found.name
+    users = dependents(r, aid)
+    if users and not force:
+        names = ", ".join(users[:5]) + (f" and {len(users) - 5} more" if len(users) > 5 else "")
+        raise UserError(f"{aid} is an input of {len(users)} other artifacts ({names}); remove those first, "
+                        "or pass --force to delete it anyway")
     A.remove(r, aid)
+    if users:
+        typer.echo(f"removed {aid}; {len(users)} artifacts made from it can no longer be rebuilt from the store", err=True)
     emit(aid)
+
+
+def dependents(r, aid: str) -> list[str]:
+    """Ids of finished artifacts that list `aid` among their inputs (directly).
+
+    Unreadable manifests are skipped: `rm` is how a corrupt artifact is cleared away.
+    """
+    from tselect.artifacts import MANIFEST
+
+    out = []
+    for d in r.glob(f"*/*/{MANIFEST}"):
+        try:
+            inputs = json.loads(d.read_text()).get("inputs") or {}
+        except (OSError, ValueError, AttributeError):
+            continue
+        if d.parent.name != aid and any(aid in str(v).split(",") for v in inputs.values()):
+            out.append(d.parent.name)
+    return sorted(out)
 
 
 @app.command()
 def export(
     selection: str,
-    out: Annotated[str, typer.Option(help="Output file")],
-    budget: Annotated[int | None, typer.Option(help="Only the first K of the order")] = None,
-    indices: Annotated[bool, typer.Option("--indices", help="Write a JSON list of pool indices instead of JSONL rows")] = False,
+    out: Annotated[str, typer.Option(help="Output file: .jsonl (default), .json, .parquet or .csv")],
+    budget: Annotated[str | None, typer.Option(help="Only the first K of the order: a count, a fraction of the pool (0.05) or 5%")] = None,
+    percentage: Annotated[float | None, typer.Option(help="Budget as a fraction of the pool (LESS's --percentage 0.05)")] = None,
+    pool: Annotated[str | None, typer.Option(help="Read the pool from here (moved, copied or grown); rows are found by example id")] = None,
+    scores: Annotated[bool, typer.Option("--scores", help="Add tselect_rank (1 = chosen first) and tselect_score to each row")] = False,
+    indices: Annotated[bool, typer.Option("--indices", help="Write a JSON list of pool indices instead of rows")] = False,
     store: StoreOpt = None,
 ):
-    """Write a selection as JSONL pool rows (in selection order) or as a JSON index list."""
+    """Write a selection's rows as they were read (their layout, fields and `id`), in selection order."""
     from pathlib import Path
 
-    from tselect import artifacts as A
-    from tselect.data.formats import write_jsonl
-    from tselect.lineage import load_pool, selection_indices
+    from tselect.budget import budget_count, parse_budget
+    from tselect.data.formats import write_rows
+    from tselect.errors import UserError
+    from tselect.lineage import selected_examples, selection_indices
     from tselect.store import write_json
 
-    from tselect.errors import UserError
-
     r = root(store)
-    art = A.resolve(r, selection, stage="select")
-    order = selection_indices(art, budget)
+    art = find(r, selection, stage="select")
+    k = budget_count(parse_budget(budget, percentage), int(art.record.get("n_pool") or 0))
     target = Path(out)
     if not target.parent.is_dir():
         raise UserError(f"--out {out}: directory {target.parent} does not exist; create it or pick another --out")
+    if indices:
+        rows = [int(i) for i in selection_indices(art, k)]
+    else:
+        rows = [_export_row(ex, rank, score, scores) for rank, ex, score in selected_examples(r, art, k, pool)]
     try:
-        if indices:
-            write_json(target, [int(i) for i in order])
-        else:
-            pool = load_pool(r, art)
-            write_jsonl(target, [pool.examples[i] for i in order])
+        write_json(target, rows) if indices else write_rows(target, rows)
     except OSError as e:
         raise UserError(f"cannot write --out {out} ({e.strerror}); pick a writable path") from None
-    typer.echo(f"wrote {order.size} {'indices' if indices else 'rows'} to {out}", err=True)
+    typer.echo(f"wrote {len(rows)} {'indices' if indices else 'rows'} to {out}", err=True)
     emit(art.id)
+
+
+def _export_row(ex, rank: int, score, with_scores: bool) -> dict:
+    row = ex.original()
+    if with_scores:
+        row["tselect_rank"], row["tselect_score"] = rank + 1, score
+    return row
 
 
 @app.command()
@@ -170,7 +278,7 @@ def assets():
 @app.command()
 def mix(
     selections: Annotated[list[str], typer.Argument(help="Selection ids to compare (same pool)")],
-    budget: Annotated[int | None, typer.Option(help="Compare the first K of each order")] = None,
+    budget: Annotated[str | None, typer.Option(help="Compare the first K of each order: a count, a fraction of the pool or 5%")] = None,
     key: Annotated[str, typer.Option(help="Example meta field to group by")] = "source_task",
     top: Annotated[int, typer.Option(help="Show this many groups")] = 12,
     store: StoreOpt = None,
@@ -179,7 +287,6 @@ def mix(
     from rich.console import Console
     from rich.table import Table
 
-    from tselect import artifacts as A
     from tselect.composition import mix_table
     from tselect.lineage import load_pool, selection_indices
 
@@ -187,13 +294,16 @@ def mix(
     from tselect.lineage import features_of
 
     r = root(store)
-    arts = [A.resolve(r, s, stage="select") for s in selections]
+    arts = [find(r, s, stage="select") for s in selections]
     pool_hash = features_of(r, arts[0]).inputs["pool"]
     for a in arts[1:]:
         if features_of(r, a).inputs["pool"] != pool_hash:
             raise UserError(f"selection {a.id} was made on another pool than {arts[0].id}; "
                             "mix compares selections of one pool: pass selections of the same features' pool")
     pool = load_pool(r, arts[0])
+    from tselect.budget import budget_count, parse_budget
+
+    budget = budget_count(parse_budget(budget), len(pool))
     labels = [str(ex.meta.get(key, "?")) for ex in pool.examples]
     names = {f"{a.record.get('selector', a.id)} ({a.id[-6:]})": selection_indices(a, budget) for a in arts}
     tasks, rows = mix_table(labels, names)

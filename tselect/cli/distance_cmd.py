@@ -14,14 +14,21 @@ from tselect.cli.app import StoreOpt, app, emit, make, root
 def distance(
     features: Annotated[str, typer.Option(help="Feature artifact id: distances to its queries, in its space")],
     selection: Annotated[str, typer.Option(help="Selection artifact id over the same pool")],
-    budget: Annotated[list[int] | None, typer.Option(help="Prefix size to measure (repeatable); default: the whole selection")] = None,
+    budget: Annotated[list[str] | None, typer.Option(help="Prefix size to measure (repeatable): a count, a fraction of the pool or 5%; default: the whole selection")] = None,
     store: StoreOpt = None,
 ):
     """How close the first BUDGET selected examples sit to the queries (table on stderr)."""
     from tselect import distance as stage
 
-    cfg = make(stage.DistanceConfig, features=features, selection=selection, budgets=tuple(sorted(set(budget or ()))))
+    from tselect.artifacts import resolve
+    from tselect.budget import budget_count, parse_budget
+
     where = root(store)
+    wanted = [parse_budget(b) for b in budget or ()]
+    if any(isinstance(b, float) for b in wanted):
+        n_pool = int(resolve(where, selection, stage="select").record.get("n_pool") or 0)
+        wanted = [budget_count(b, n_pool) for b in wanted]
+    cfg = make(stage.DistanceConfig, features=features, selection=selection, budgets=tuple(sorted(set(wanted))))
     aid = stage.run(cfg, where)
     print_table(where, aid)
     emit(aid)

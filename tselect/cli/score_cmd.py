@@ -6,23 +6,32 @@ from typing import Annotated
 
 import typer
 
+from tselect.cli import data_opts as D
 from tselect.cli.app import StoreOpt, app, emit, make, root
+from tselect.data.tokenize import MAX_LENGTH
 
 
 @app.command()
 def score(
     strategy: Annotated[str, typer.Option(help="Scoring strategy: length, ifd, miwv, judge")],
-    pool: Annotated[str, typer.Option(help="Pool: builtin:pool, builtin:pool-small, JSONL or save_to_disk dir")] = "builtin:pool",
+    pool: Annotated[str | None, typer.Option(help="Pool (required): a file, save_to_disk dir, hub dataset id or builtin:pool[-small]")] = None,
+    demo: D.DemoOpt = False,
     model: Annotated[str | None, typer.Option(help="Local HF causal-LM dir to score with; default embedded SmolLM2")] = None,
     features: Annotated[str | None, typer.Option(help="miwv: feature artifact id of the same pool (nearest neighbours)")] = None,
-    fmt: Annotated[str | None, typer.Option("--format", help="Row format of files: chat, alpaca, prompt (default: auto)")] = None,
-    max_length: Annotated[int, typer.Option(help="Token budget of a rendered example")] = 256,
+    fmt: Annotated[str | None, typer.Option("--format", help="Row layout: chat, sharegpt, alpaca, prompt, text (default: auto)")] = None,
+    max_length: Annotated[int, typer.Option(help="Token budget of a rendered example")] = MAX_LENGTH,
     batch_size: Annotated[int, typer.Option(help="Sequences per forward pass")] = 8,
+    split: D.SplitOpt = None,
+    columns: D.ColumnsOpt = None,
+    dedup: D.DedupOpt = False,
+    revision: D.RevisionOpt = None,
+    allow_download: D.AllowDownloadOpt = False,
     store: StoreOpt = None,
 ):
     """Score every pool example (higher = select first; NaN = dropped); order with `select --selector score`."""
     from tselect import scores as stage
 
-    cfg = make(stage.ScoreConfig, strategy=strategy, pool=pool, model=model, fmt=fmt, features=features,
-               max_length=max_length, batch_size=batch_size)
+    cfg = make(stage.ScoreConfig, strategy=strategy, pool=D.required(pool, "--pool", demo),
+               model=D.model_spec(model, revision, allow_download), fmt=fmt, features=features,
+               max_length=max_length, batch_size=batch_size, split=split, columns=D.columns(columns), dedup=dedup)
     emit(stage.run(cfg, root(store)))

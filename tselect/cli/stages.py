@@ -6,7 +6,9 @@ from typing import Annotated
 
 import typer
 
+from tselect.cli import data_opts as D
 from tselect.cli.app import StoreOpt, app, emit, make, parse_share, root
+from tselect.data.tokenize import MAX_LENGTH
 from tselect.errors import UserError
 
 
@@ -24,11 +26,19 @@ def parse_pairs(items: list[str] | None) -> tuple[tuple[str, str], ...]:
 @app.command()
 def featurize(
     rep: Annotated[str, typer.Option(help="Representation (list them with `tselect representations`)")],
-    pool: Annotated[str, typer.Option(help="Pool: builtin:pool, builtin:pool-small, JSONL or save_to_disk dir")] = "builtin:pool",
-    query: Annotated[str, typer.Option(help="Query set: builtin:sciq, builtin:piqa, builtin:arc_easy or a file")] = "builtin:sciq",
-    model: Annotated[str | None, typer.Option(help="Local HF model dir (rds/less) or sentence-transformers dir (embed); default embedded")] = None,
-    fmt: Annotated[str | None, typer.Option("--format", help="Row format of files: chat, alpaca, prompt (default: auto)")] = None,
-    max_length: Annotated[int, typer.Option(help="Truncate conversations to this many tokens")] = 256,
+    pool: Annotated[str | None, typer.Option(help="Pool (required): a JSONL/parquet/CSV/JSON file, a save_to_disk dir, a hub dataset id or builtin:pool[-small]")] = None,
+    query: Annotated[str | None, typer.Option(help="Query set (required): a file, dir, hub dataset id or builtin:sciq|piqa|arc_easy|mmlu")] = None,
+    demo: D.DemoOpt = False,
+    model: Annotated[str | None, typer.Option(help="HF model dir or hub id in the local cache (rds/less), sentence-transformers dir or id (embed); default embedded")] = None,
+    fmt: Annotated[str | None, typer.Option("--format", help="Row layout: chat, sharegpt, alpaca, prompt, text (default: auto)")] = None,
+    split: D.SplitOpt = None,
+    query_split: Annotated[str | None, typer.Option(help="Split of the query data")] = None,
+    columns: D.ColumnsOpt = None,
+    query_columns: Annotated[str | None, typer.Option(help="Column mapping of the query data, like --columns")] = None,
+    dedup: D.DedupOpt = False,
+    revision: D.RevisionOpt = None,
+    allow_download: D.AllowDownloadOpt = False,
+    max_length: Annotated[int, typer.Option(help="Truncate conversations to this many tokens")] = MAX_LENGTH,
     batch_size: Annotated[int, typer.Option(help="Examples per forward pass")] = 16,
     dtype: Annotated[str, typer.Option(help="Stored feature dtype: float16 or float32")] = "float16",
     pool_vectors: Annotated[str | None, typer.Option(help="vectors: .npy, row i = pool example i")] = None,
@@ -45,9 +55,11 @@ def featurize(
 
     if max_tokens is not None:
         param = [*(param or []), f"max_tokens={max_tokens}"]
-    cfg = make(stage.FeaturizeConfig, rep=rep, pool=pool, query=query, model=model, fmt=fmt, max_length=max_length,
-               batch_size=batch_size, dtype=dtype, pool_vectors=pool_vectors, query_vectors=query_vectors,
-               params=parse_pairs(param))
+    pool, query = D.required(pool, "--pool", demo), D.required(query, "--query", demo)
+    cfg = make(stage.FeaturizeConfig, rep=rep, pool=pool, query=query, model=D.model_spec(model, revision, allow_download),
+               fmt=fmt, max_length=max_length, batch_size=batch_size, dtype=dtype, pool_vectors=pool_vectors,
+               query_vectors=query_vectors, params=parse_pairs(param), split=split, query_split=query_split,
+               columns=D.columns(columns), query_columns=D.columns(query_columns), dedup=dedup)
     if dry_run:
         from tselect.featurize.dryrun import dry_run as plan_job
 
@@ -96,7 +108,8 @@ def merge(artifact: str, store: StoreOpt = None):
 def select(
     features: Annotated[str, typer.Option(help="Feature artifact id")],
     selector: Annotated[str, typer.Option(help="Selector name (see `tselect selectors`)")] = "round_robin",
-    budget: Annotated[int | None, typer.Option(help="How many to select; default: order the whole pool")] = None,
+    budget: Annotated[str | None, typer.Option(help="How many to select: a count, a fraction (0.05) or 5%; default: order the whole pool")] = None,
+    percentage: D.PercentageOpt = None,
     seed: Annotated[int, typer.Option(help="Random seed")] = 0,
     param: Annotated[list[str] | None, typer.Option("--param", "-p", help="Selector parameter NAME=VALUE (repeatable)")] = None,
     scores: Annotated[str | None, typer.Option(help="Score artifact id (score-based selectors)")] = None,
@@ -105,28 +118,43 @@ def select(
 ):
     """Order pool examples for the queries; every budget is a prefix of the order."""
     from tselect import select as stage
+    from tselect.budget import budget_count, parse_budget
 
-    cfg = make(stage.SelectConfig, features=features, selector=selector, budget=budget, seed=seed,
+    wanted = parse_budget(budget, percentage)
+    if isinstance(wanted, float):  # a fraction of the pool the features were made from
+        from tselect.artifacts import resolve
+
+        wanted = budget_count(wanted, int(resolve(root(store), features, stage="featurize").record["n_pool"]))
+    cfg = make(stage.SelectConfig, features=features, selector=selector, budget=wanted, seed=seed,
                params=parse_pairs(param), scores=scores, exclude=tuple(exclude or ()))
     emit(stage.run(cfg, root(store)))
 
 
 @app.command()
 def warmup(
-    pool: Annotated[str, typer.Option(help="Pool whose random fraction warms the LoRA up")] = "builtin:pool",
+    pool: Annotated[str | None, typer.Option(help="Pool whose random fraction warms the LoRA up (required)")] = None,
+    demo: D.DemoOpt = False,
     model: Annotated[str | None, typer.Option(help="Local HF causal-LM dir (default: embedded SmolLM2)")] = None,
     preset: Annotated[str, typer.Option(help="cpu (r=8, embedded model) or less (r=128, the LESS recipe)")] = "cpu",
     fmt: Annotated[str | None, typer.Option("--format", help="Row format of a pool file")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print rows, tokens, peak memory and time from the model config (no weights), then stop")] = False,
     plan_device: Annotated[str | None, typer.Option(help="--dry-run: plan for h100, h200, a100 or l40s instead of the detected device")] = None,
+    split: D.SplitOpt = None,
+    columns: D.ColumnsOpt = None,
+    dedup: D.DedupOpt = False,
+    revision: D.RevisionOpt = None,
+    allow_download: D.AllowDownloadOpt = False,
     store: StoreOpt = None,
 ):
     """LESS warmup: LoRA checkpoints (adapter + Adam moments by name) per epoch. `featurize --rep less` runs it when missing."""
     from tselect import warmup as stage
 
+    pool, model = D.required(pool, "--pool", demo), D.model_spec(model, revision, allow_download)
     if dry_run:
         from tselect.featurize.warmup_plan import warmup_dry_run
 
         typer.echo(warmup_dry_run(pool, model, preset, fmt, plan_device))
         return
-    emit(stage.run(make(stage.WarmupConfig, pool=pool, model=model, preset=preset, fmt=fmt), root(store)))
+    cfg = make(stage.WarmupConfig, pool=pool, model=model, preset=preset, fmt=fmt, split=split,
+               columns=D.columns(columns), dedup=dedup)
+    emit(stage.run(cfg, root(store)))

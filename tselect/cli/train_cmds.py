@@ -6,16 +6,24 @@ from typing import Annotated
 
 import typer
 
+from tselect.cli import data_opts as D
 from tselect.cli.app import StoreOpt, app, emit, make, root
+from tselect.data.tokenize import MAX_LENGTH
 
 
 @app.command()
 def finetune(
     selection: Annotated[str, typer.Option(help="Selection id, or 'full' to train on the whole --pool")],
-    budget: Annotated[int | None, typer.Option(help="Train on the first K of the selection (default: all)")] = None,
-    pool: Annotated[str | None, typer.Option(help="Pool for --selection full")] = None,
-    model: Annotated[str | None, typer.Option(help="Base model: local HF causal-LM dir (default: embedded SmolLM2)")] = None,
+    budget: Annotated[str | None, typer.Option(help="Train on the first K of the selection: a count, a fraction of the pool (0.05) or 5% (default: all)")] = None,
+    percentage: D.PercentageOpt = None,
+    pool: Annotated[str | None, typer.Option(help="Pool for --selection full (file, dir, hub dataset id or builtin); for a selection, where its pool lives now")] = None,
+    model: Annotated[str | None, typer.Option(help="Base model: local HF causal-LM dir or hub id in the local cache (default: embedded SmolLM2)")] = None,
+    revision: D.RevisionOpt = None,
+    allow_download: D.AllowDownloadOpt = False,
     fmt: Annotated[str | None, typer.Option("--format", help="Row format of a --pool file")] = None,
+    split: D.SplitOpt = None,
+    columns: D.ColumnsOpt = None,
+    dedup: D.DedupOpt = False,
     method: Annotated[str, typer.Option(help="lora or full")] = "lora",
     lora_r: Annotated[int, typer.Option(help="LoRA rank")] = 8,
     lora_alpha: Annotated[int, typer.Option(help="LoRA alpha")] = 16,
@@ -28,7 +36,7 @@ def finetune(
     warmup_ratio: Annotated[float, typer.Option(help="Warmup fraction of steps")] = 0.03,
     weight_decay: Annotated[float, typer.Option(help="AdamW weight decay")] = 0.0,
     max_grad_norm: Annotated[float, typer.Option(help="Gradient clipping (0 = off)")] = 1.0,
-    max_length: Annotated[int, typer.Option(help="Tokens per row")] = 512,
+    max_length: Annotated[int, typer.Option(help="Tokens per row")] = MAX_LENGTH,
     seed: Annotated[int, typer.Option(help="Seed for init, dropout and data order")] = 0,
     store: StoreOpt = None,
 ):
@@ -41,28 +49,56 @@ def finetune(
                  target_modules=modules, lr=lr, epochs=epochs, batch_size=batch_size,
                  effective_batch_size=effective_batch_size, warmup_ratio=warmup_ratio, weight_decay=weight_decay,
                  max_grad_norm=max_grad_norm, max_length=max_length, seed=seed)
-    cfg = make(stage.FinetuneConfig, selection=selection, budget=budget, pool=pool, model=model, fmt=fmt, train=train)
+    cols = D.columns(columns)
+    k = _budget(selection, budget, percentage, pool, fmt, split, cols, dedup, store)
+    cfg = make(stage.FinetuneConfig, selection=selection, budget=k, pool=pool, model=D.model_spec(model, revision, allow_download),
+               fmt=fmt, train=train, split=split, columns=cols, dedup=dedup)
     emit(stage.run(cfg, root(store)))
+
+
+def _budget(selection, budget, percentage, pool, fmt, split, cols, dedup, store) -> int | None:
+    """A count; a fraction is of the pool the selection was made on (or of --pool for `full`)."""
+    from tselect.budget import budget_count, parse_budget
+
+    wanted = parse_budget(budget, percentage)
+    if not isinstance(wanted, float):
+        return wanted
+    if selection == "full":
+        from tselect.data import load_dataset
+
+        if not pool:
+            return None  # the config reports the missing --pool
+        return budget_count(wanted, len(load_dataset(pool, fmt, split=split, columns=cols, dedup=dedup)))
+    from tselect.artifacts import resolve
+
+    return budget_count(wanted, int(resolve(root(store), selection, stage="select").record["n_pool"]))
 
 
 @app.command()
 def evaluate(
-    target: Annotated[str, typer.Option(help="Target: builtin:sciq|piqa|arc_easy|mmlu or a query file")] = "builtin:sciq",
+    target: Annotated[str | None, typer.Option(help="Target (required): a query file, dir, hub dataset id or builtin:sciq|piqa|arc_easy|mmlu")] = None,
+    demo: D.DemoOpt = False,
     eval_data: Annotated[str | None, typer.Option(help="Eval split file (default <target>:eval for builtins)")] = None,
     finetune: Annotated[str | None, typer.Option(help="Finetune id; omit for the zero-shot base model")] = None,
-    model: Annotated[str | None, typer.Option(help="Base model dir when no --finetune (default: embedded)")] = None,
+    model: Annotated[str | None, typer.Option(help="Base model dir or hub id in the local cache when no --finetune (default: embedded)")] = None,
+    revision: D.RevisionOpt = None,
+    allow_download: D.AllowDownloadOpt = False,
     fmt: Annotated[str | None, typer.Option("--format", help="Row format of target/eval files")] = None,
+    split: Annotated[str | None, typer.Option(help="Split of a target DatasetDict dir or hub dataset")] = None,
+    eval_split: Annotated[str | None, typer.Option(help="Split of the --eval-data")] = None,
+    columns: D.ColumnsOpt = None,
     prompt_format: Annotated[str, typer.Option(help="chat (as trained) or plain (context + 'Answer:')")] = "chat",
     limit: Annotated[int | None, typer.Option(help="Only the first N eval and query rows")] = None,
     batch_size: Annotated[int, typer.Option(help="Sequences per forward pass")] = 8,
-    max_length: Annotated[int, typer.Option(help="Token limit per sequence")] = 512,
+    max_length: Annotated[int, typer.Option(help="Token limit per sequence")] = MAX_LENGTH,
     max_new_tokens: Annotated[int, typer.Option(help="Generation length for EM/F1 rows")] = 32,
     store: StoreOpt = None,
 ):
     """Query loss and task metrics of a fine-tuned (or the zero-shot base) model; prints the evaluate id."""
     from tselect import evaluate as stage
 
-    cfg = make(stage.EvaluateConfig, target=target, eval_data=eval_data, finetune=finetune, model=model, fmt=fmt,
-               prompt_format=prompt_format, limit=limit, batch_size=batch_size, max_length=max_length,
-               max_new_tokens=max_new_tokens)
+    cfg = make(stage.EvaluateConfig, target=D.required(target, "--target", demo), eval_data=eval_data, finetune=finetune,
+               model=D.model_spec(model, revision, allow_download), fmt=fmt, prompt_format=prompt_format, limit=limit,
+               batch_size=batch_size, max_length=max_length, max_new_tokens=max_new_tokens, split=split,
+               eval_split=eval_split, columns=D.columns(columns))
     emit(stage.run(cfg, root(store)))

@@ -15,6 +15,10 @@ from dataclasses import dataclass, field
 from tselect.data.types import Example
 from tselect.tokens import IGNORE, right_pad
 
+# The one --max-length default of every stage (featurize, score, finetune, evaluate): the same
+# rows are truncated the same way wherever they are read.
+MAX_LENGTH = 512
+
 
 @dataclass(frozen=True)
 class EncodedRow:

@@ -31,11 +31,15 @@ class Example:
     id: str
     messages: tuple[dict[str, str], ...]
     meta: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    row: dict[str, Any] | None = field(default=None, compare=False, hash=False, repr=False)
+    """The user's row as read (original layout and fields, their `id` included), for export;
+    None for built-in data. Not part of the id or any hash."""
 
     @staticmethod
-    def make(messages: list[dict[str, str]], meta: dict[str, Any] | None = None) -> "Example":
+    def make(messages: list[dict[str, str]], meta: dict[str, Any] | None = None,
+             row: dict[str, Any] | None = None) -> "Example":
         msgs = tuple({"role": m["role"], "content": m["content"]} for m in messages)
-        return Example(id=example_id(list(msgs)), messages=msgs, meta=dict(meta or {}))
+        return Example(id=example_id(list(msgs)), messages=msgs, meta=dict(meta or {}), row=row)
 
     @property
     def prompt(self) -> str:
@@ -52,6 +56,10 @@ class Example:
 
     def to_json(self) -> dict[str, Any]:
         return {"id": self.id, "messages": list(self.messages), **self.meta}
+
+    def original(self) -> dict[str, Any]:
+        """The row in the user's own layout and fields; tselect's chat form for built-in data."""
+        return dict(self.row) if self.row is not None else self.to_json()
 
 
 @dataclass(frozen=True)

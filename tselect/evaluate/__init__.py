@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from tselect import artifacts, identity, progress, store
+from tselect.data.tokenize import MAX_LENGTH
 from tselect.errors import UserError
 from tselect.metrics import exact_match, extract_number, mc_accuracy, token_f1
 
@@ -34,22 +35,29 @@ class EvaluateConfig:
     model: str | None = None
     """Base model dir when no finetune is given; None = the embedded SmolLM2."""
     fmt: str | None = None
-    """Row format of target/eval files (chat, alpaca, prompt); None = auto-detect."""
+    """Row format of target/eval files (chat, sharegpt, alpaca, prompt, text); None = auto-detect."""
     prompt_format: str = "chat"
     """"chat": prompts rendered with the chat template, as in training; "plain": context + "\\nAnswer:"."""
     limit: int | None = None
     """Use only the first N eval rows and the first N query rows."""
     batch_size: int = 8
     """Sequences per forward pass."""
-    max_length: int = 512
+    max_length: int = MAX_LENGTH
     """Token limit per scored sequence (contexts are cut from the left)."""
     max_new_tokens: int = 32
     """Generation length for rows scored by exact match / F1."""
+    split: str | None = None
+    """Split of a target DatasetDict or hub dataset (the rows enter the id by content)."""
+    eval_split: str | None = None
+    """Split of the eval data, likewise."""
+    columns: tuple[tuple[str, str], ...] = ()
+    """Column mapping (field, column) of target and eval files."""
 
     NOT_HASHED: ClassVar[dict[str, str]] = {
         "target": "enters the id by content hash (inputs: query)", "eval_data": "enters the id by content hash (inputs: eval)",
         "finetune": "artifact id in the inputs", "model": "enters the id by content fingerprint (inputs), never by path",
-        "fmt": "only parses the data, whose content hashes are inputs"}
+        "fmt": "only parses the data, whose content hashes are inputs",
+        "split": "the rows it picks enter the id by content hash", "eval_split": "the rows it picks enter the id by content hash", "columns": "the rows it picks enter the id by content hash"}
 
     def __post_init__(self):
         if self.prompt_format not in PROMPTS:
@@ -234,8 +242,8 @@ def _datasets(cfg: EvaluateConfig):
         with_eval = ", ".join(n[: -len(":eval")] for n in builtin_names() if n.endswith(":eval"))
         raise UserError(f"--target {cfg.target} has no eval split; pass --eval-data FILE or use a target "
                         f"that has one ({with_eval})")
-    query = load_dataset(cfg.target, cfg.fmt)
-    evalset = load_dataset(spec, cfg.fmt) if spec else None
+    query = load_dataset(cfg.target, cfg.fmt, split=cfg.split, columns=cfg.columns, flag="--target")
+    evalset = load_dataset(spec, cfg.fmt, split=cfg.eval_split, columns=cfg.columns, flag="--eval-data") if spec else None
     if evalset is not None and not any(_scorable(ex) for ex in evalset.examples[: cfg.limit]):
         raise UserError(f"eval data {spec}: no row carries `choices` + `gold` (multiple choice) or `answers` "
                         "(generation), so nothing can be scored; add them to the rows or drop --eval-data")

@@ -323,6 +323,10 @@ def _path(value: str, base: Path) -> str:
     unset = re.findall(r"\$\{?(\w+)", expanded)
     if unset:
         raise UserError(f"experiment: environment variable ${unset[0]} in '{value}' is not set; export it first")
+    from tselect.data.hub import looks_like_hub_id
+
+    if not (base / expanded).exists() and looks_like_hub_id(expanded):
+        return expanded  # a hub id (org/name[@rev]) from the local HF cache, not a path next to the TOML
     return str((base / expanded).resolve())
 
 

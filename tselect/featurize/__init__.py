@@ -39,10 +39,9 @@ def _config_width(path: Path, key: str = "hidden_size") -> int:
 
 
 def _embed_shape(cfg: FeaturizeConfig) -> tuple[int, int]:
-    from tselect import assets
+    from tselect.models import embedder_path
 
-    path = assets.locate("minilm") if cfg.model in (None, "", "builtin:minilm") else Path(cfg.model)
-    return _config_width(path), 1
+    return _config_width(embedder_path(cfg.model)), 1
 
 
 def _rds_shape(cfg: FeaturizeConfig) -> tuple[int, int]:
@@ -86,6 +85,14 @@ def _hashed_config(cfg: FeaturizeConfig) -> dict:
     return identity.hashed(cfg)
 
 
+def load_data(cfg: FeaturizeConfig):
+    """(pool, query) read with the config's format, split, column and dedup options."""
+    pool = load_dataset(cfg.pool, cfg.fmt, split=cfg.split, columns=cfg.columns, dedup=cfg.dedup, flag="--pool")
+    query = load_dataset(cfg.query, cfg.fmt, split=cfg.query_split, columns=cfg.query_columns, dedup=cfg.dedup,
+                         flag="--query")
+    return pool, query
+
+
 
 def run(cfg: FeaturizeConfig, root: Path, shard: tuple[int, int] = (0, 1)) -> str:
     """Featurize (or find) the artifact; with shard=(i, N) compute only chunks c ≡ i (mod N)."""
@@ -96,7 +103,7 @@ def run(cfg: FeaturizeConfig, root: Path, shard: tuple[int, int] = (0, 1)) -> st
         raise UserError(f"--rep {cfg.rep} takes no --param options (got {cfg.params[0][0]}); drop them")
     if rep.params is not None:
         rep.params(cfg)  # bad options fail before any data is read
-    pool, query = load_dataset(cfg.pool, cfg.fmt), load_dataset(cfg.query, cfg.fmt)
+    pool, query = load_data(cfg)
     inputs = {"pool": pool.content_hash, "query": query.content_hash, **rep.identity(cfg)}
     target = artifacts.compute_id("featurize", _hashed_config(cfg), inputs)
     if not artifacts.exists(root, target):
@@ -122,8 +129,11 @@ def run(cfg: FeaturizeConfig, root: Path, shard: tuple[int, int] = (0, 1)) -> st
         with store.group_lock(group):  # every shard computes the same attrs; writes are serialized
             store.set_attrs(group, {"representation": cfg.rep, "model": cfg.model, "n_pool": len(pool),
                                     "n_query": len(query), **attrs})
+            store.write_json(build.path / "pool_ids.json", [ex.id for ex in pool.examples])  # export maps rows by id
         build.record(pool=data_location(cfg.pool), query=data_location(cfg.query), n_pool=len(pool), n_query=len(query),
-                     query_subtasks=[ex.meta.get("subtask") for ex in query.examples])
+                     query_subtasks=[ex.meta.get("subtask") for ex in query.examples],
+                     pool_read={"fmt": cfg.fmt, "split": cfg.split, "columns": [list(c) for c in cfg.columns],
+                                "dedup": cfg.dedup, **pool.meta.get("origin", {})})
 
     if shard == (0, 1):
         aid = artifacts.produce(root, "featurize", _hashed_config(cfg), inputs, write, resume=True)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+from tselect.data.tokenize import MAX_LENGTH
+
 
 @dataclass(frozen=True)
 class FeaturizeConfig:
@@ -17,8 +19,8 @@ class FeaturizeConfig:
     model: str | None = None
     """LM (rds, less) or sentence embedder (embed); None = the embedded default."""
     fmt: str | None = None
-    """Force the row format of pool/query files (chat, alpaca, prompt); None = auto-detect."""
-    max_length: int = 256
+    """Force the row format of pool/query files (chat, sharegpt, alpaca, prompt, text); None = auto-detect."""
+    max_length: int = MAX_LENGTH
     """Truncate tokenized conversations to this many tokens."""
     batch_size: int = 16
     """Examples per forward pass."""
@@ -30,12 +32,24 @@ class FeaturizeConfig:
     """vectors only: .npy file with one row per query example."""
     params: tuple[tuple[str, str], ...] = ()
     """Representation options as (name, value) pairs, e.g. (("dim", "8192"),) for less."""
+    split: str | None = None
+    """Pool split of a DatasetDict dir or hub dataset (data enter the id by content, not by this)."""
+    query_split: str | None = None
+    """Query split, likewise."""
+    columns: tuple[tuple[str, str], ...] = ()
+    """Pool column mapping (field, column), e.g. (("prompt", "question"),)."""
+    query_columns: tuple[tuple[str, str], ...] = ()
+    """Query column mapping, likewise."""
+    dedup: bool = False
+    """Drop repeated conversations (keep the first) instead of failing."""
 
     NOT_HASHED: ClassVar[dict[str, str]] = {
         "pool": "enters the id by content hash (inputs)", "query": "enters the id by content hash (inputs)",
         "pool_vectors": "enters the id by file sha256 (vectors identity)",
         "query_vectors": "enters the id by file sha256 (vectors identity)",
-        "model": "enters the id by content fingerprint (the representation's identity), never by path"}
+        "model": "enters the id by content fingerprint (the representation's identity), never by path",
+        "split": "the rows it picks enter the id by content hash", "query_split": "the rows it picks enter the id by content hash", "columns": "the rows it picks enter the id by content hash",
+        "query_columns": "the rows it picks enter the id by content hash", "dedup": "the rows it picks enter the id by content hash"}
 
     def __post_init__(self):
         if self.max_length < 8:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 
@@ -12,11 +11,10 @@ from tselect.featurize.config import FeaturizeConfig
 
 
 def identity(cfg: FeaturizeConfig) -> dict[str, str]:
-    from tselect import assets
     from tselect.errors import UserError
-    from tselect.models import fingerprint
+    from tselect.models import embedder_path, fingerprint
 
-    path = assets.locate("minilm") if cfg.model in (None, "", "builtin:minilm") else Path(cfg.model).expanduser()
+    path = embedder_path(cfg.model)  # the embedded MiniLM, a hub id from the local cache, or a directory
     if not (path / "config.json").is_file():
         raise UserError(f"--model {cfg.model} is not a local sentence-transformers directory (no config.json); "
                         "pass one, or omit --model for the embedded all-MiniLM-L6-v2")

@@ -35,18 +35,25 @@ class FinetuneConfig:
     budget: int | None = None
     """Train on the first K examples of the selection; None = all of it."""
     pool: str | None = None
-    """Pool data for --selection full (builtin:pool, JSONL, save_to_disk dir); ignored otherwise."""
+    """Pool data for --selection full; for a selection, where its pool now lives (rows found by id)."""
     model: str | None = None
     """Base model: a local HF causal-LM directory; None = the embedded SmolLM2."""
     fmt: str | None = None
-    """Row format of a --pool file (chat, alpaca, prompt); None = auto-detect."""
+    """Row format of a --pool file (chat, sharegpt, alpaca, prompt, text); None = auto-detect."""
     train: TrainConfig = field(default_factory=TrainConfig)
     """Optimization settings (method, LoRA shape, lr, epochs, batch sizes, max_length, seed)."""
+    split: str | None = None
+    """Split of a --pool DatasetDict or hub dataset (the rows enter the id by content)."""
+    columns: tuple[tuple[str, str], ...] = ()
+    """Column mapping (field, column) of a --pool file."""
+    dedup: bool = False
+    """Drop repeated conversations of a --pool file (keep the first)."""
 
     NOT_HASHED: ClassVar[dict[str, str]] = {
         "selection": "artifact id in the inputs", "pool": "enters the id by content hash (inputs)",
         "model": "enters the id by content fingerprint (inputs), never by path",
-        "fmt": "only parses the pool, whose content hash is an input"}
+        "fmt": "only parses the pool, whose content hash is an input",
+        "split": "the rows it picks enter the id by content hash", "columns": "the rows it picks enter the id by content hash", "dedup": "the rows it picks enter the id by content hash"}
 
     def __post_init__(self):
         if self.selection == FULL and not self.pool:
@@ -61,15 +68,15 @@ def _training_set(cfg: FinetuneConfig, root: Path):
     from tselect.data import load_dataset
 
     if cfg.selection == FULL:
-        pool = load_dataset(cfg.pool, cfg.fmt)
+        pool = load_dataset(cfg.pool, cfg.fmt, split=cfg.split, columns=cfg.columns, dedup=cfg.dedup)
         n = len(pool) if cfg.budget is None else min(cfg.budget, len(pool))
         return pool.examples[:n], {"pool": pool.content_hash}, {"pool": lineage.data_location(cfg.pool), "n_pool": len(pool)}
     sel = artifacts.resolve(root, cfg.selection, stage="select")
-    pool = lineage.load_pool(root, sel)
-    order = lineage.selection_indices(sel, cfg.budget)
-    examples = tuple(pool.examples[int(i)] for i in order)
+    # found by example id when the selection carries them, so --pool may point at a moved copy
+    examples = tuple(ex for _, ex, _ in lineage.selected_examples(root, sel, cfg.budget, cfg.pool))
     feats = lineage.features_of(root, sel)
-    return examples, {"selection": sel.id}, {"pool": feats.record.get("pool"), "n_pool": len(pool)}
+    return examples, {"selection": sel.id}, {"pool": cfg.pool or feats.record.get("pool"),
+                                             "n_pool": feats.record.get("n_pool")}
 
 
 def _hashed_config(cfg: FinetuneConfig) -> dict:

@@ -18,6 +18,7 @@ import numpy as np
 
 from tselect import artifacts, identity, progress, store
 from tselect.data import load_dataset
+from tselect.data.tokenize import MAX_LENGTH
 from tselect.data.types import Dataset
 from tselect.errors import UserError
 from tselect.lineage import data_location
@@ -34,17 +35,24 @@ class ScoreConfig:
     model: str | None = None
     """Scoring LM (tokenizer only for length): a local HF causal-LM dir; None = embedded SmolLM2."""
     fmt: str | None = None
-    """Force the row format of a pool file (chat, alpaca, prompt); None = auto-detect."""
+    """Force the row format of a pool file (chat, sharegpt, alpaca, prompt, text); None = auto-detect."""
     features: str | None = None
     """miwv only: feature artifact id of the same pool, whose cosine picks each demonstration."""
-    max_length: int = 256
+    max_length: int = MAX_LENGTH
     """Token budget of a rendered example (miwv's one-shot gets twice; judge clips texts to half)."""
     batch_size: int = 8
     """Sequences per forward pass."""
+    split: str | None = None
+    """Split of a DatasetDict dir or hub dataset pool (the rows enter the id by content)."""
+    columns: tuple[tuple[str, str], ...] = ()
+    """Column mapping (field, column) of the pool."""
+    dedup: bool = False
+    """Drop repeated conversations (keep the first) instead of failing."""
 
     NOT_HASHED: ClassVar[dict[str, str]] = {
         "pool": "enters the id by content hash (inputs)", "model": "enters the id by content fingerprint (inputs)",
-        "fmt": "only parses the pool, whose content hash is an input", "features": "artifact id in the inputs (miwv)"}
+        "fmt": "only parses the pool, whose content hash is an input", "features": "artifact id in the inputs (miwv)",
+        "split": "the rows it picks enter the id by content hash", "columns": "the rows it picks enter the id by content hash", "dedup": "the rows it picks enter the id by content hash"}
 
     def __post_init__(self):
         if self.max_length < 8:
@@ -97,7 +105,7 @@ def run(cfg: ScoreConfig, root: Path) -> str:
     from tselect.models import DEFAULT_MODEL, resolve_model
 
     strat = STRATEGIES[cfg.strategy]
-    pool = load_dataset(cfg.pool, cfg.fmt)
+    pool = load_dataset(cfg.pool, cfg.fmt, split=cfg.split, columns=cfg.columns, dedup=cfg.dedup)
     ref = resolve_model(cfg.model)
     inputs = {"pool": pool.content_hash, "model": ref.fingerprint}
     feats = None

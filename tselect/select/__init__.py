@@ -134,7 +134,8 @@ def run(cfg: SelectConfig, root: Path) -> str:
         order = np.asarray(order, dtype=np.int64)
         _check_order(order, inp.n_pool)
         order, used = usable_first(order, None if used is None else np.asarray(used), empty, budget)
-        extra = {"scores": None if used is None else [round(float(x), 6) for x in used]}
+        extra = {"scores": None if used is None else [round(float(x), 6) for x in used],
+                 "example_ids": selected_ids(root, ids["features"], order)}
         store.write_indices(build.path / "indices.json", order, extra)
         build.record(selector=cfg.selector, n_selected=int(order.size), n_pool=inp.n_pool,
                      empty_rows_last=int(len(empty)))
@@ -142,6 +143,16 @@ def run(cfg: SelectConfig, root: Path) -> str:
     aid = artifacts.produce(root, "select", hashed, ids, write)
     progress.note(f"select {cfg.selector}: {budget} of {inp.n_pool} → {aid}")
     return aid
+
+
+def selected_ids(root: Path, features: str, order: np.ndarray) -> list[str] | None:
+    """Content ids of the chosen rows, so export finds them in a moved or grown pool; None for
+    feature stores made before featurize recorded `pool_ids.json`."""
+    art = artifacts.resolve(root, features, stage="featurize")
+    if "pool_ids.json" not in (art.manifest.get("files") or {}):
+        return None
+    pool_ids = store.read_json(artifacts.checked_path(art, "pool_ids.json"))
+    return [pool_ids[int(i)] for i in order]
 
 
 def _empty_pool_rows(pools, attrs: dict) -> np.ndarray:
@@ -208,7 +219,8 @@ def run_quantile(cfg: QuantileConfig, root: Path) -> str:
     head = np.array_split(order, cfg.bins)[cfg.quantile_bin][: cfg.per_bin]  # int64[<= per_bin]
 
     def write(build: artifacts.Build) -> None:
-        store.write_indices(build.path / "indices.json", head, {"quantile_bin": cfg.quantile_bin, "bins": cfg.bins, "scores": None})
+        store.write_indices(build.path / "indices.json", head, {"quantile_bin": cfg.quantile_bin, "bins": cfg.bins, "scores": None,
+                                                                 "example_ids": selected_ids(root, cfg.features, head)})
         build.record(selector="quantile", n_selected=int(head.size), n_pool=int(order.size), quantile_bin=cfg.quantile_bin,
                      bins=cfg.bins)
 

@@ -151,11 +151,19 @@ class WarmupConfig:
     preset: str = "cpu"
     """A key of WARMUP_PRESETS: cpu (r=8, embedded model) or less (r=128, the LESS recipe)."""
     fmt: str | None = None
-    """Row format of a pool file (chat, alpaca, prompt); None = auto-detect."""
+    """Row layout of a pool file (chat, sharegpt, alpaca, prompt, text); None = auto-detect."""
+    split: str | None = None
+    """Split of a DatasetDict dir or hub dataset pool."""
+    columns: tuple[tuple[str, str], ...] = ()
+    """Column mapping (field, column) of the pool."""
+    dedup: bool = False
+    """Drop repeated conversations (keep the first) instead of failing."""
 
     NOT_HASHED: ClassVar[dict[str, str]] = {
         "pool": "enters the id by content hash (inputs)", "model": "enters the id by content fingerprint (inputs)",
         "fmt": "only parses the pool, whose content hash is an input",
+        "split": "the rows it picks enter the id by content hash", "columns": "the rows it picks enter the id by content hash",
+        "dedup": "the rows it picks enter the id by content hash",
         "preset": "resolved: the preset's WarmupRecipe contents are hashed, not its name"}
 
     def __post_init__(self):
@@ -167,7 +175,8 @@ def run(cfg: WarmupConfig, root: Path) -> str:
     """The warmup stage: the artifact id for (model, pool, preset), training it first if it is missing."""
     from tselect.data import load_dataset
 
-    return produce_warmup(root, cfg.model, load_dataset(cfg.pool, cfg.fmt), WARMUP_PRESETS[cfg.preset])
+    pool = load_dataset(cfg.pool, cfg.fmt, split=cfg.split, columns=cfg.columns, dedup=cfg.dedup)
+    return produce_warmup(root, cfg.model, pool, WARMUP_PRESETS[cfg.preset])
 
 
 def verify_warmup(root: Path, warmup_id: str) -> None:
