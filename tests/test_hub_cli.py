@@ -27,7 +27,7 @@ def test_featurize_hub_model_and_hub_dataset(tmp_path, store, tiny_model_dir, to
     args = ("featurize", "--rep", "rds", "--pool", pool, "--query", query, "--model", "org/tiny", "--batch-size", "8")
     f = last_line(tselect(*args, store=store, env=hf_env(cache)))
     art = A.resolve(store, f)
-    assert art.config["model"] is None  # the name is not hashed; the fingerprint is
+    assert "model" not in art.config  # neither name nor path is hashed; the fingerprint is
     from tselect.models import fingerprint
 
     assert art.inputs["model"] == fingerprint(tiny_model_dir)
