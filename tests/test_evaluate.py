@@ -110,3 +110,18 @@ def test_eval_spec_defaults():
     assert _eval_spec(EvaluateConfig(target="q.jsonl", eval_data="e.jsonl")) == "e.jsonl"
     with pytest.raises(ValueError, match="prompt-format"):
         EvaluateConfig(prompt_format="fewshot")
+
+
+def test_loss_only_mode_measures_the_same_losses_and_nothing_else(store, files, tiny_model_dir):
+    query, ev = files
+    common = dict(target=query, eval_data=ev, model=str(tiny_model_dir), max_new_tokens=4, batch_size=2)
+    full_id, loss_id = run(EvaluateConfig(**common), store), run(EvaluateConfig(**common, metrics="loss"), store)
+    assert full_id != loss_id
+    _, full = _metrics(store, full_id)
+    art, loss = _metrics(store, loss_id)
+    assert "mc" not in loss["eval"] and "generation" not in loss["eval"] and art.record["acc"] is None
+    assert loss["query"]["per_example"] == full["query"]["per_example"]
+    assert loss["eval"]["loss"]["per_example"] == full["eval"]["loss"]["per_example"]
+    assert art.record["metrics_mode"] == "loss" and loss["eval"]["n"] == 6
+    with pytest.raises(ValueError, match="--metrics"):
+        EvaluateConfig(metrics="accuracy")

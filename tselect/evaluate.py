@@ -45,8 +45,12 @@ class EvaluateConfig:
     """Token limit per scored sequence (contexts are cut from the left)."""
     max_new_tokens: int = 32
     """Generation length for rows scored by exact match / F1."""
+    metrics: str = "all"
+    """"all": query loss, held-out loss and task metrics; "loss": query and held-out loss only."""
 
     def __post_init__(self):
+        if self.metrics not in MEASURES:
+            raise ValueError(f"--metrics {self.metrics!r} is unknown; use one of {', '.join(MEASURES)}")
         if self.prompt_format not in PROMPTS:
             raise ValueError(f"--prompt-format {self.prompt_format!r} is unknown; use one of {', '.join(PROMPTS)}")
         if self.limit is not None and self.limit < 1:
@@ -83,34 +87,31 @@ PROMPTS = {"chat": _chat_prompt, "plain": _plain_prompt}
 def query_losses(model, tok, examples, batch_size: int, max_length: int) -> dict[str, Any]:
     """Token-mean CE on each example's answer tokens; loss = mean over kept examples."""
     from tselect.data.tokenize import batches, encode, length_sorted
-    from tselect.scoring import token_losses
+    from tselect.scoring_fast import row_losses
 
     enc = encode(examples, tok, max_length)
     by_row: dict[int, dict[str, Any]] = {}
     for idx, ids, mask, labels in batches(enc.rows, batch_size, tok.pad_token_id, order=length_sorted(enc.rows)):
-        out = token_losses(model, ids, mask, labels)
+        mean_ce, n_tokens = row_losses(model, ids, mask, labels)  # head only at label positions
         for b, i in enumerate(idx):
-            by_row[i] = {"id": examples[enc.kept[i]].id, "loss": float(out.mean_ce[b]), "n_tokens": int(out.n_tokens[b])}
+            by_row[i] = {"id": examples[enc.kept[i]].id, "loss": float(mean_ce[b]), "n_tokens": int(n_tokens[b])}
     per = [by_row[i] for i in range(len(enc.rows))]  # back in input order
     loss = sum(r["loss"] for r in per) / len(per) if per else float("nan")
     return {"loss": loss, "n": len(per), "n_skipped": len(enc.skipped), "per_example": per}
 
 
 def score_mc(model, tok, examples, cfg: EvaluateConfig) -> dict[str, Any]:
-    """Log-likelihood of every choice as the continuation of the prompt; acc and acc_norm."""
-    from tselect.scoring import fit_pair, loglikes_from_ids
+    """Log-likelihood of every choice as the continuation of the prompt; acc and acc_norm.
 
-    pairs, where = [], []
-    for i, ex in enumerate(examples):
+    Each item's prompt is encoded once and shared by its choices (tselect.scoring_fast)."""
+    from tselect.scoring_fast import choice_loglikes, pack_choices
+
+    items = []
+    for ex in examples:
         prompt, sep = PROMPTS[cfg.prompt_format](tok, ex)
-        for c, choice in enumerate(ex.meta["choices"]):
-            cont = tok(sep + choice, add_special_tokens=False)["input_ids"]
-            pairs.append(fit_pair(tok, prompt, cont, cfg.max_length, what=choice))
-            where.append((i, c))
-    flat = loglikes_from_ids(model, pairs, tok.pad_token_id, cfg.batch_size)
-    lls = [[0.0] * len(ex.meta["choices"]) for ex in examples]
-    for (i, c), ll in zip(where, flat):
-        lls[i][c] = ll
+        conts = [list(tok(sep + choice, add_special_tokens=False)["input_ids"]) for choice in ex.meta["choices"]]
+        items.append(pack_choices(tok, prompt, conts, cfg.max_length, what=ex.meta["choices"]))
+    lls = choice_loglikes(model, items, tok.pad_token_id, cfg.batch_size)
     golds = [int(ex.meta["gold"]) for ex in examples]
     lengths = [[len(c) for c in ex.meta["choices"]] for ex in examples]  # chars, without the separator
     res = mc_accuracy(lls, golds, lengths)
@@ -254,6 +255,21 @@ def _measure(cfg: EvaluateConfig, model, tok, query, evalset) -> dict[str, Any]:
     return out
 
 
+def _measure_loss(cfg: EvaluateConfig, model, tok, query, evalset) -> dict[str, Any]:
+    """Loss-only mode: the query loss and the held-out loss on every eval row, no task metrics."""
+    rows = list(evalset.examples[: cfg.limit]) if evalset is not None else []
+    out: dict[str, Any] = {
+        "query": query_losses(model, tok, list(query.examples[: cfg.limit]), cfg.batch_size, cfg.max_length),
+        "eval": {"n": len(rows), "n_unscored": len(rows)},
+    }
+    if rows:
+        out["eval"]["loss"] = query_losses(model, tok, rows, cfg.batch_size, cfg.max_length)
+    return out
+
+
+MEASURES = {"all": _measure, "loss": _measure_loss}  # --metrics
+
+
 def _summary(metrics: dict[str, Any]) -> dict[str, Any]:
     ev = metrics["eval"]
     mc, gen = ev.get("mc", {}), ev.get("generation", {})
@@ -272,13 +288,16 @@ def run(cfg: EvaluateConfig, root: Path) -> str:
     hashed = artifacts.config_dict(cfg)
     for key in ("target", "eval_data", "finetune", "model", "fmt"):  # these enter through `inputs`
         hashed.pop(key)
+    if cfg.metrics == "all":  # the measurements made before --metrics existed: same ids as then
+        hashed.pop("metrics")
 
     def write(build: artifacts.Build) -> None:
         model, tok = load()
         start = time.perf_counter()
-        metrics = _measure(cfg, model, tok, query, evalset)
+        metrics = MEASURES[cfg.metrics](cfg, model, tok, query, evalset)
         facts = {"target": cfg.target, "eval_data": _eval_spec(cfg), "finetune": cfg.finetune,
-                 "model": cfg.model, "prompt_format": cfg.prompt_format, "limit": cfg.limit}
+                 "model": cfg.model, "prompt_format": cfg.prompt_format, "limit": cfg.limit,
+                 "metrics_mode": cfg.metrics}
         store.write_json(build.path / "metrics.json", {**facts, **metrics})
         build.record(**facts, **_summary(metrics), seconds=round(time.perf_counter() - start, 3),
                      device=str(next(model.parameters()).device))
