@@ -17,11 +17,30 @@ GEN_METRICS = ("em", "f1", "num_em")
 
 
 def metric_values(m: dict[str, Any]) -> dict[str, float | None]:
-    """metrics.json → {query_loss, acc, acc_norm, em, f1, num_em} (None when not measured)."""
+    """metrics.json → {query_loss, eval_loss, acc, acc_norm, em, f1, num_em} (None when not measured)."""
     mc, gen = m.get("eval", {}).get("mc", {}), m.get("eval", {}).get("generation", {})
-    out = {"query_loss": m["query"]["loss"], "acc": mc.get("acc"), "acc_norm": mc.get("acc_norm")}
+    out = {"query_loss": m["query"]["loss"], "eval_loss": m.get("eval", {}).get("loss", {}).get("loss"),
+           "acc": mc.get("acc"), "acc_norm": mc.get("acc_norm")}
     out.update({k: gen.get(k) for k in GEN_METRICS})
     return out
+
+
+def item_values(m: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """metrics.json → per quantity, {eval item id: value}: query/eval loss per example, MC
+    correctness (acc, acc_norm) and generation scores per eval row. The report pairs methods on these."""
+    ev = m.get("eval", {})
+    out = {"query_loss": {r["id"]: r["loss"] for r in m["query"].get("per_example", [])},
+           "eval_loss": {r["id"]: r["loss"] for r in ev.get("loss", {}).get("per_example", [])}}
+    mc = ev.get("mc", {}).get("per_example", [])
+    if mc:
+        out["acc"] = {r["id"]: float(r["pred"] == r["gold"]) for r in mc}
+        out["acc_norm"] = {r["id"]: float(r["pred_norm"] == r["gold"]) for r in mc}
+    gen = ev.get("generation", {}).get("per_example", [])
+    for k in GEN_METRICS:
+        vals = {r["id"]: r[k] for r in gen if r.get(k) is not None}
+        if vals:
+            out[k] = vals
+    return {k: v for k, v in out.items() if v}
 
 
 class Reader:
@@ -89,9 +108,10 @@ def gather(root: Path, experiment_id: str) -> tuple[dict[str, Any], list[dict[st
             dist = {key.split("@")[0]: _distance(reader, did, cell["budget"])
                     for key, did in ids.get("distance", {}).items() if key.split("@", 1)[1] == target}
             ft = ids.get("finetune")
+            m = reader.json(ids["evaluate"][target], "metrics.json")
             rows.append({"kind": cell["kind"], "rep": cell["rep"], "selector": cell["selector"], "target": target,
                          "budget": cell["budget"], "seed": cell["seed"], "bin": cell["bin"],
-                         "metrics": metric_values(reader.json(ids["evaluate"][target], "metrics.json")),
+                         "metrics": metric_values(m), "items": item_values(m),
                          "distance": dist, "cost": _costs(reader, cell, ids, target),
                          "n_train": reader.art(ft).record.get("n_train") if ft else 0})
     header = {"id": exp.id, "name": body.get("name"), "targets": body.get("targets", {}), "n_cells": len(body["cells"])}
