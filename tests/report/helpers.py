@@ -65,7 +65,10 @@ def fake_experiment(root: Path, results: list[dict], targets=("t1",), name: str 
         ids = {"evaluate": {r["target"]: _artifact(root, "evaluate", {"i": i}, {"metrics.json": metrics(r["loss"], r["acc_norm"])},
                                                    walls["evaluate"])}}
         if r["kind"] != "zero_shot":
-            ids["finetune"] = _artifact(root, "finetune", {"i": i}, {}, walls["finetune"], {"n_train": r.get("budget") or 0})
+            n = r.get("budget") or 0
+            curve = {"step": [1, 2, 3], "loss": [2.0, 1.5 + i / 100, 1.2], "lr": [1e-4, 1e-4, 0.0]}
+            ids["finetune"] = _artifact(root, "finetune", {"i": i, "lr": 1e-4}, {"train_curve.json": curve},
+                                        walls["finetune"], {"n_train": n})
         if r["kind"] in ("grid", "quantile", "random"):
             ids["featurize"] = _artifact(root, "featurize", {"rep": r.get("rep"), "t": r["target"]}, {}, walls["featurize"])
             ids["select"] = _artifact(root, "select", {"i": i}, {}, walls["select"])

@@ -172,10 +172,10 @@ def test_csv_cells_and_cost_ledger(report_dir):
 
 def test_report_files_and_summary(report_dir):
     for name in ("report.md", "report.html", "numbers.csv", "summary.json", "budget_curves.png", "quantile.png",
-                 "distance_vs_loss.png", "cost_vs_gain.png"):
+                 "distance_vs_loss.png", "cost_vs_gain.png", "train_curves.png"):
         assert (report_dir / name).is_file(), name
     html = (report_dir / "report.html").read_text()
-    assert html.count("data:image/png;base64,") == 4 and "<b>51.0 [41.3, 61.0]</b> †" in html
+    assert html.count("data:image/png;base64,") == 5 and "<b>51.0 [41.3, 61.0]</b> †" in html
     summary = json.loads((report_dir / "summary.json").read_text())
     assert summary["choice"] == "rds + round_robin" and summary["metric"] == {"t1": "acc_norm"}
 
@@ -183,3 +183,24 @@ def test_report_files_and_summary(report_dir):
 def test_unknown_metric_is_a_value_error():
     with pytest.raises(ValueError, match="--metric 'accuracy' is unknown"):
         ReportConfig("experiment-x", metric="accuracy")
+
+
+def test_report_shows_settings_and_training_curves(report_dir):
+    md = (report_dir / "report.md").read_text()
+    assert "## Run settings" in md and "| finetune lr | 0.0001 |" in md and "| evaluate n_eval | 100 |" in md
+    assert "| optimizer steps (by training examples) | 0 ex → 3, 8 ex → 3, 16 ex → 3 |" in md
+    assert (report_dir / "train_curves.png").is_file() and "## Training loss curves" in md
+
+
+def test_choice_blocks_put_the_mix_beside_the_score():
+    from tselect.report.run_details import choice_blocks
+
+    rows = _rows(grid_results("t1", METHOD, RANDOM, zero_shot=0.3))
+    table = budget_table(rows, "t1", "acc_norm")
+    choices = [{"method": "rds + round_robin", "target": "t1", "budget": 16, "shares": {"arc": 0.75, "gsm": 0.25},
+                "pool_shares": {"arc": 0.5, "gsm": 0.25, "nq": 0.25},
+                "top": [{"source_task": "arc", "prompt": "Which gas\ndo plants absorb?"}]}]
+    (_, _, _), (_, _), (_, _, _), (_, _, mix), (_, _, top) = choice_blocks(choices, [table])
+    assert mix == [["rds + round_robin", "16", "48.0 [38.7, 58.3]", "+3.0 [-3.0, +10.0]",
+                    "arc 75% (pool 50%), gsm 25% (pool 25%)"]]
+    assert top == [["rds + round_robin", "1", "arc", "Which gas do plants absorb?"]]

@@ -147,3 +147,24 @@ def cost_gain(ledgers: dict[str, list[dict]], metric: dict[str, str], out: Path,
     fig.savefig(out / name, dpi=DPI)
     plt.close(fig)
     return name
+
+
+def train_curves(curves: list[dict], out: Path, name: str = "train_curves.png") -> str | None:
+    """Training loss per optimizer step; one panel per budget, one line per method (and target)."""
+    if not curves:
+        return None
+    plt = _plt()
+    budgets = list(dict.fromkeys(c["budget"] for c in curves))
+    fig, axes = plt.subplots(1, len(budgets), figsize=(4.2 * len(budgets), 3.4), squeeze=False)
+    for ax, b in zip(axes[0], budgets):
+        for c in (c for c in curves if c["budget"] == b):
+            label = c["method"] + (f" ({c['target']})" if c["target"] else "")
+            ax.plot(c["step"], c["loss"], marker="." if len(c["step"]) < 20 else None, linewidth=1, label=label)
+        ax.set_title(f"budget {b if b is not None else 'all'}")
+        ax.set_xlabel("optimizer step")
+        ax.set_ylabel("training loss")
+        ax.legend(fontsize=5)
+    fig.tight_layout()
+    fig.savefig(out / name, dpi=DPI)
+    plt.close(fig)
+    return name
