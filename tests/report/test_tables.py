@@ -204,3 +204,10 @@ def test_choice_blocks_put_the_mix_beside_the_score():
     assert mix == [["rds + round_robin", "16", "48.0 [38.7, 58.3]", "+3.0 [-3.0, +10.0]",
                     "arc 75% (pool 50%), gsm 25% (pool 25%)"]]
     assert top == [["rds + round_robin", "1", "arc", "Which gas do plants absorb?"]]
+
+
+def test_summary_headlines_state_the_paired_loss_difference(report_dir):
+    lines = json.loads((report_dir / "summary.json").read_text())["headlines"]
+    assert ("rds + round_robin vs random at budget 8: Δ query loss = -0.100 [95% CI -0.113, -0.087] "
+            "(t1, 100 items, 3 vs 3 training seeds)") in lines
+    assert len(lines) == 4  # two methods x two budgets on the one loss table

@@ -34,6 +34,18 @@ class ReportConfig:
             raise ValueError(f"--metric {self.metric!r} is unknown; use auto or one of {', '.join(HIGHER_IS_BETTER)}")
 
 
+def headlines(tables: list[dict]) -> list[str]:
+    """One line per (target, method, budget) with a paired loss difference to random and its CI."""
+    out = []
+    for t in tables:
+        name = t["quantity"].replace("_", " ")
+        for m, diffs in t["vs_random"].items():
+            out += [f"{m} vs random at budget {b}: Δ {name} = {d['mean']:+.3f} [95% CI {d['lo']:+.3f}, {d['hi']:+.3f}] "
+                    f"({t['target']}, {d['n_items']} items, {d['n_seeds']} vs {d['n_ref_seeds']} training seeds)"
+                    for b, d in zip(t["budgets"], diffs) if d is not None]
+    return out
+
+
 def write_report(header: dict, rows: list[dict], metric: str, out: Path, details: dict | None = None) -> dict:
     """Compute, plot and write every report file into `out`; returns the summary.
 
@@ -55,6 +67,7 @@ def write_report(header: dict, rows: list[dict], metric: str, out: Path, details
     render.write_csv(out / "numbers.csv", sections.csv_records(rows, c))
     summary = {"experiment": header["id"], "name": header["name"], "metric": c["metric"],
                "tables": c["metric_tables"], "loss_tables": c["loss_tables"],
+               "headlines": headlines(c["loss_tables"] + c["eval_loss_tables"]),
                "recommendation": c["recommendation"]["text"], "choice": c["recommendation"]["choice"]}
     store.write_json(out / "summary.json", summary)
     return summary
