@@ -100,24 +100,61 @@ def query_losses(model, tok, examples, batch_size: int, max_length: int) -> dict
     return {"loss": loss, "n": len(per), "n_skipped": len(enc.skipped), "per_example": per}
 
 
-def score_mc(model, tok, examples, cfg: EvaluateConfig) -> dict[str, Any]:
+def score_mc(model, tok, examples, cfg: EvaluateConfig, riders: dict[str, list[int]] | None = None) -> dict[str, Any]:
     """Log-likelihood of every choice as the continuation of the prompt; acc and acc_norm.
 
-    Each item's prompt is encoded once and shared by its choices (tselect.scoring_fast)."""
+    Each item's prompt is encoded once and shared by its choices (tselect.scoring_fast). `riders`:
+    example id -> answer tokens packed as one more segment of that item; their token-mean losses
+    come back under "riders" (see eval_loss_and_mc)."""
     from tselect.scoring_fast import choice_loglikes, pack_choices
 
-    items = []
+    items, riders = [], riders or {}
     for ex in examples:
         prompt, sep = PROMPTS[cfg.prompt_format](tok, ex)
         conts = [list(tok(sep + choice, add_special_tokens=False)["input_ids"]) for choice in ex.meta["choices"]]
-        items.append(pack_choices(tok, prompt, conts, cfg.max_length, what=ex.meta["choices"]))
+        extra = [riders[ex.id]] if ex.id in riders else []
+        fits = [c for c in conts if len(prompt) + len(c) > cfg.max_length] == []
+        items.append(pack_choices(tok, prompt, conts + (extra if fits else []), cfg.max_length,
+                                  what=[*ex.meta["choices"], "answer"][: len(conts) + (len(extra) if fits else 0)]))
     lls = choice_loglikes(model, items, tok.pad_token_id, cfg.batch_size)
+    n_choices = [len(ex.meta["choices"]) for ex in examples]
+    ridden = {ex.id: {"loss": -ll[n] / len(riders[ex.id]), "n_tokens": len(riders[ex.id])}
+              for ex, ll, n in zip(examples, lls, n_choices) if len(ll) > n}
+    lls = [ll[:n] for ll, n in zip(lls, n_choices)]
     golds = [int(ex.meta["gold"]) for ex in examples]
     lengths = [[len(c) for c in ex.meta["choices"]] for ex in examples]  # chars, without the separator
     res = mc_accuracy(lls, golds, lengths)
     per = [{"id": ex.id, "loglikes": ll, "gold": g, "pred": p, "pred_norm": q}
            for ex, ll, g, p, q in zip(examples, lls, golds, res.pred, res.pred_norm)]
-    return {"n": len(examples), "acc": res.acc, "acc_norm": res.acc_norm, "per_example": per}
+    out = {"n": len(examples), "acc": res.acc, "acc_norm": res.acc_norm, "per_example": per}
+    return {**out, "riders": ridden} if riders else out
+
+
+def eval_loss_and_mc(model, tok, rows, mc_rows, cfg: EvaluateConfig) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(held-out loss of every row, MC scores of mc_rows) with each MC prompt encoded once: where a
+    row's encoding is its MC prompt + its answer, the answer is one more segment of the packed item
+    (tselect.scoring_fast.answer_segment) and its loss is read from there; other rows are scored
+    alone. Same numbers as query_losses + score_mc."""
+    from tselect.data.tokenize import encode
+    from tselect.scoring_fast import answer_segment
+
+    enc = encode(rows, tok, cfg.max_length)
+    prompts = {ex.id: PROMPTS[cfg.prompt_format](tok, ex)[0] for ex in mc_rows}
+    riders: dict[str, list[int]] = {}  # example id -> answer tokens riding in its MC pack
+    for r, k in zip(enc.rows, enc.kept):
+        ex = rows[k]
+        if ex.id in prompts and ex.id not in riders:
+            seg = answer_segment(r.input_ids, r.labels, prompts[ex.id])
+            if seg is not None and len(prompts[ex.id]) + len(seg) <= cfg.max_length:
+                riders[ex.id] = seg
+    mc = score_mc(model, tok, mc_rows, cfg, riders) if mc_rows else {}
+    rode = mc.pop("riders", {})  # riders whose item did not fit max_length whole are scored alone
+    alone = [rows[k] for k in enc.kept if rows[k].id not in rode]
+    alone_loss = {r["id"]: r for r in query_losses(model, tok, alone, cfg.batch_size, cfg.max_length)["per_example"]}
+    per = [{"id": rows[k].id, **rode[rows[k].id]} if rows[k].id in rode else alone_loss[rows[k].id]
+           for k in enc.kept]
+    loss = sum(r["loss"] for r in per) / len(per) if per else float("nan")
+    return {"loss": loss, "n": len(per), "n_skipped": len(enc.skipped), "per_example": per}, mc
 
 
 def generate_scored(model, tok, examples, cfg: EvaluateConfig) -> dict[str, Any]:
@@ -246,10 +283,10 @@ def _measure(cfg: EvaluateConfig, model, tok, query, evalset) -> dict[str, Any]:
         "query": query_losses(model, tok, list(query.examples[: cfg.limit]), cfg.batch_size, cfg.max_length),
         "eval": {"n": len(rows), "n_unscored": len(rows) - len(mc_rows) - len(gen_rows)},
     }
-    if rows:  # the held-out loss: eval rows are never used for selection
-        out["eval"]["loss"] = query_losses(model, tok, rows, cfg.batch_size, cfg.max_length)
-    if mc_rows:
-        out["eval"]["mc"] = score_mc(model, tok, mc_rows, cfg)
+    if rows:  # the held-out loss (eval rows are never used for selection) and MC, sharing prompts
+        out["eval"]["loss"], mc = eval_loss_and_mc(model, tok, rows, mc_rows, cfg)
+        if mc_rows:
+            out["eval"]["mc"] = mc
     if gen_rows:
         out["eval"]["generation"] = generate_scored(model, tok, gen_rows, cfg)
     return out

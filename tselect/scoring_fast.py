@@ -148,3 +148,16 @@ def row_losses(model, input_ids, attention_mask, labels):
     total = torch.zeros(labels.shape[0], dtype=torch.float32).index_add_(0, b_idx, ce)
     mean = torch.where(n > 0, total / n.clamp(min=1), torch.full_like(total, float("nan")))
     return mean, n
+
+
+def answer_segment(input_ids: Sequence[int], labels: Sequence[int], prompt: Sequence[int]) -> list[int] | None:
+    """The labelled answer of an encoded row when the row is exactly `prompt` + answer (+ an unlabelled
+    tail, such as a template's closing newline): then the answer can ride in the prompt's packed MC row
+    as one more segment, scored like the row itself. None when the row is anything else."""
+    n = len(prompt)
+    if list(input_ids[:n]) != list(prompt) or any(x != IGNORE for x in labels[:n]):
+        return None
+    scored = [t for t in range(n, len(labels)) if labels[t] != IGNORE]
+    if not scored or scored[0] != n or scored[-1] - n + 1 != len(scored):  # contiguous, right after the prompt
+        return None
+    return list(input_ids[n : scored[-1] + 1])
