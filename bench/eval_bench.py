@@ -11,11 +11,12 @@ the held-out loss of every row and the log-likelihood of every choice.
   old     the previous path, kept here only for this comparison: full [B, T, V] logits and a
           float32 log-softmax at every position, every choice scored as its own ctx + choice
           sequence (the context encoded once per choice), batches sorted by length.
-  new     tselect.evaluate.query_losses + score_mc: the head only at scored positions, each
-          item's context encoded once and shared by its choices through a packed row.
+  new     tselect.evaluate.eval_loss_and_mc (what `--metrics all` runs on MC rows): the head only at
+          scored positions; each item's context encoded once, shared by its choices and by the
+          row's own answer (for the held-out loss) through one packed row.
   loss    tselect.evaluate.query_losses alone (`--metrics loss`).
-  plain   a plain HF forward (model(ids).logits) over the same unique tokens as `new` (the loss
-          rows, plus each item's context once and every choice once), same batches: the floor.
+  plain   a plain HF forward (model(ids).logits) over the same unique tokens as `new` (each
+          item's context once, every choice once, the answer once), same batch size: the floor.
 
 Reported: unique tokens/s of `new` as a ratio to `plain` (target ≥ 0.7), the speed-up of `new`
 over `old` (target ≥ 3), and the largest score difference between `old` and `new`. Cases run
@@ -75,10 +76,9 @@ def old_scores(model, tok, rows, batch_size: int, max_length: int) -> tuple[list
 
 
 def new_scores(model, tok, rows, batch_size: int, max_length: int) -> tuple[list[float], list[list[float]]]:
-    from tselect.evaluate import EvaluateConfig, query_losses, score_mc
+    from tselect.evaluate import EvaluateConfig, eval_loss_and_mc
 
-    loss = query_losses(model, tok, rows, batch_size, max_length)
-    mc = score_mc(model, tok, rows, EvaluateConfig(batch_size=batch_size, max_length=max_length))
+    loss, mc = eval_loss_and_mc(model, tok, rows, rows, EvaluateConfig(batch_size=batch_size, max_length=max_length))
     return [r["loss"] for r in loss["per_example"]], [r["loglikes"] for r in mc["per_example"]]
 
 
@@ -89,16 +89,21 @@ def loss_only(model, tok, rows, batch_size: int, max_length: int) -> None:
 
 
 def unique_sequences(tok, rows, max_length: int) -> list[list[int]]:
-    """The unique tokens `new` encodes: every loss row, and every item's packed context + choices."""
+    """The unique tokens `new` encodes: each item's context, choices and answer once (a row whose
+    answer cannot ride in its pack counts its own tokens as well)."""
     from tselect.data.tokenize import encode
     from tselect.evaluate import PROMPTS
-    from tselect.scoring_fast import pack_choices
+    from tselect.scoring_fast import answer_segment, pack_choices
 
-    seqs = [r.input_ids for r in encode(rows, tok, max_length).rows]
-    for ex in rows:
+    seqs = []
+    for r, k in zip(*(lambda e: (e.rows, e.kept))(encode(rows, tok, max_length))):
+        ex = rows[k]
         prompt, sep = PROMPTS["chat"](tok, ex)
         conts = [list(tok(sep + c, add_special_tokens=False)["input_ids"]) for c in ex.meta["choices"]]
-        seqs.append(pack_choices(tok, prompt, conts, max_length).ids)
+        seg = answer_segment(r.input_ids, r.labels, prompt)
+        if seg is None:
+            seqs.append(r.input_ids)
+        seqs.append(pack_choices(tok, prompt, conts + ([seg] if seg else []), max_length).ids)
     return seqs
 
 
