@@ -137,4 +137,14 @@ def test_real_model_real_eval_rows_score_identically():
         for _, ids, mask, labels in batches(enc.rows, 4, tok.pad_token_id):
             mean, _ = row_losses(model, ids, mask, labels)
             assert mean.tolist() == pytest.approx(token_losses(model, ids, mask, labels).mean_ce.tolist(), rel=1e-4)
+        # the held-out loss read from the MC packs (every SmolLM2 chat row's answer rides in its pack)
+        from tselect.evaluate import EvaluateConfig, eval_loss_and_mc
+        from tselect.scoring_fast import answer_segment
+
+        assert all(answer_segment(r.input_ids, r.labels, PROMPTS["chat"](tok, rows[k])[0]) is not None
+                   for r, k in zip(enc.rows, enc.kept))
+        loss, _ = eval_loss_and_mc(model, tok, rows, rows, EvaluateConfig(batch_size=4, max_length=512))
+        full = [float(token_losses(model, ids, mask, labels).mean_ce[0])
+                for _, ids, mask, labels in batches(enc.rows, 1, tok.pad_token_id)]
+        assert [r["loss"] for r in loss["per_example"]] == pytest.approx(full, rel=1e-4)
 
