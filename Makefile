@@ -55,9 +55,9 @@ reliability: install
 repro-smoke: install
 	E=$$($(BIN)/tselect run examples/experiments/smoke.toml) && $(BIN)/tselect report $$E --out reports/smoke
 
-# The embedded study on CPU: targets sciq/piqa/arc_easy x reps less/rds/embed x selectors x budgets x seeds.
+# The embedded study on CPU, powered for paired CIs: sciq/piqa/arc_easy x less/rds/embed round-robin x 2 budgets x 3 seeds (hours).
 repro-small: install
-	E=$$($(BIN)/tselect run examples/experiments/small.toml) && $(BIN)/tselect report $$E --out reports/small
+	E=$$($(BIN)/tselect run examples/experiments/small.toml) && $(BIN)/tselect report $$E --metric eval_loss --out reports/small
 
 # The same study with three training seeds per cell, 100 eval items and three budgets (hours).
 repro-cpu-full: install

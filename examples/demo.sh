@@ -1,18 +1,28 @@
 #!/usr/bin/env bash
-# The embedded end-to-end job: which pool examples does each representation pick for SciQ?
+# The embedded end-to-end job: LESS (with its warmup) on a slice of the embedded pool,
+# round-robin selection for SciQ, fine-tunes on the selection and on random subsets, loss
+# evaluation, a report, and one headline line: the paired query-loss difference with its 95% CI.
 # Chains stages by artifact id, exactly as a user's shell script or Makefile would.
 set -euo pipefail
-T="${TSELECT:-$(dirname "$0")/../.venv/bin/tselect}"
-TARGET="${TARGET:-sciq}"
-POOL="${POOL:-builtin:pool-small}"   # POOL=builtin:pool for the 2,396-row pool (RDS+ then takes ~10 min on 2 cores)
-BUDGET="${BUDGET:-64}"
+HERE="$(cd "$(dirname "$0")" && pwd)"
+BIN="${BIN:-$HERE/../.venv/bin}"
+T="${TSELECT:-$BIN/tselect}"
+STORE="${TSELECT_STORE:-.tselect}"
+mkdir -p "$STORE"
+export TSELECT_DEMO_POOL="$(cd "$STORE" && pwd)/demo_pool.jsonl"
 
 $T assets
-for REP in embed rds; do
-  echo "== $REP: featurize $POOL and builtin:$TARGET" >&2
-  F=$($T featurize --rep "$REP" --pool "$POOL" --query "builtin:$TARGET" --max-length 192)
-  RR=$($T select --features "$F" --selector round_robin --budget "$BUDGET")
-  TOP=$($T select --features "$F" --selector topk --budget "$BUDGET")
-  RND=$($T select --features "$F" --selector random --budget "$BUDGET" --seed 0)
-  $T mix "$RR" "$TOP" "$RND"
-done
+# The slice: every 4th row of builtin:pool-small (100 rows, every source task), as JSONL.
+"$BIN/python" - "$TSELECT_DEMO_POOL" <<'PY'
+import json, sys
+from tselect.data import load_dataset
+rows = load_dataset("builtin:pool-small").examples[::4]
+with open(sys.argv[1], "w") as f:
+    f.writelines(json.dumps({k: v for k, v in ex.to_json().items() if k != "id"}) + "\n" for ex in rows)
+PY
+E=$($T run "$HERE/experiments/demo.toml")
+R=$($T report "$E" --metric query_loss --out "${OUT:-reports/demo}")
+"$BIN/python" - "$($T path "$R")/summary.json" <<'PY'
+import json, sys
+print(json.load(open(sys.argv[1]))["headlines"][0])
+PY

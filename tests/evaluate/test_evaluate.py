@@ -110,3 +110,47 @@ def testeval_spec_defaults():
     assert eval_spec(EvaluateConfig(target="q.jsonl", eval_data="e.jsonl")) == "e.jsonl"
     with pytest.raises(ValueError, match="prompt-format"):
         EvaluateConfig(prompt_format="fewshot")
+
+
+def test_loss_only_mode_measures_the_same_losses_and_nothing_else(store, files, tiny_model_dir):
+    query, ev = files
+    common = dict(target=query, eval_data=ev, model=str(tiny_model_dir), max_new_tokens=4, batch_size=2)
+    full_id, loss_id = run(EvaluateConfig(**common), store), run(EvaluateConfig(**common, metrics="loss"), store)
+    assert full_id != loss_id
+    _, full = _metrics(store, full_id)
+    art, loss = _metrics(store, loss_id)
+    assert "mc" not in loss["eval"] and "generation" not in loss["eval"] and art.record["acc"] is None
+    assert loss["query"]["per_example"] == full["query"]["per_example"]
+    for a, b in zip(loss["eval"]["loss"]["per_example"], full["eval"]["loss"]["per_example"], strict=True):
+        # "all" reads answers from the MC packs: the same numbers up to float summation order
+        assert (a["id"], a["n_tokens"]) == (b["id"], b["n_tokens"]) and a["loss"] == pytest.approx(b["loss"], rel=1e-5)
+    assert art.record["metrics_mode"] == "loss" and loss["eval"]["n"] == 6
+    with pytest.raises(ValueError, match="--metrics"):
+        EvaluateConfig(metrics="accuracy")
+
+
+@pytest.mark.parametrize("prompt_format", ["plain", "chat"])
+def test_answers_riding_in_mc_packs_score_like_separate_rows(files, tiny_model_dir, prompt_format):
+    from tselect.data import load_dataset
+    from tselect.data.tokenize import encode
+    from tselect.evaluate import PROMPTS, eval_loss_and_mc, query_losses, score_mc
+    from tselect.models import load_model, resolve_model
+    from tselect.scoring_fast import answer_segment
+
+    _, ev = files
+    model, tok = load_model(resolve_model(str(tiny_model_dir)))
+    rows = list(load_dataset(ev).examples)
+    mc_rows = [ex for ex in rows if "choices" in ex.meta]
+    cfg = EvaluateConfig(prompt_format=prompt_format, batch_size=2, max_length=64)
+    loss, mc = eval_loss_and_mc(model, tok, rows, mc_rows, cfg)
+    ref_loss, ref_mc = query_losses(model, tok, rows, 2, 64), score_mc(model, tok, mc_rows, cfg)
+    assert [r["id"] for r in loss["per_example"]] == [r["id"] for r in ref_loss["per_example"]]
+    for a, b in zip(loss["per_example"], ref_loss["per_example"]):
+        assert a["n_tokens"] == b["n_tokens"] and a["loss"] == pytest.approx(b["loss"], rel=1e-5)
+    for a, b in zip(mc["per_example"], ref_mc["per_example"]):
+        assert a["loglikes"] == pytest.approx(b["loglikes"], rel=1e-5, abs=1e-5) and a["pred"] == b["pred"]
+    enc = encode(mc_rows, tok, 64)
+    rode = [answer_segment(r.input_ids, r.labels, PROMPTS[prompt_format](tok, mc_rows[k])[0]) is not None
+            for r, k in zip(enc.rows, enc.kept)]
+    # chat prompts are the training encoding's prefix, so answers ride; plain prompts never are
+    assert all(rode) if prompt_format == "chat" else not any(rode)

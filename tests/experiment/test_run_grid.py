@@ -128,6 +128,9 @@ def _check_report(tmp_path: Path, store: Path, exp_id: str, listed: list[dict]) 
                  "distance_vs_loss.png", "cost_vs_gain.png"):
         assert (out / name).is_file(), name
     assert "data:image/png;base64," in (out / "report.html").read_text()
+    md = (out / "report.md").read_text()  # the run's own account, read back from real artifacts
+    assert "## Run settings" in md and "| evaluate n_eval | 3 |" in md and (out / "train_curves.png").is_file()
+    assert "## What each method selected" in md and "| rds + round_robin | 1 |" in md  # a top-selected row
 
     def metric(cell: dict, key: str) -> float:
         m = json.loads((artifacts.resolve(store, cell["ids"]["evaluate"]["query"]).path / "metrics.json").read_text())
@@ -150,7 +153,7 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "experiments"
 
 
 def test_example_grids_parse_and_plan(monkeypatch):
-    for var in ("TIS_MODEL", "TIS_EMBEDDER", "TIS_POOL", "TIS_DATA"):
+    for var in ("TIS_MODEL", "TIS_EMBEDDER", "TIS_POOL", "TIS_DATA", "TSELECT_DEMO_POOL"):
         monkeypatch.setenv(var, f"/data/{var.lower()}")
     counts = {}
     for path in sorted(EXAMPLES.glob("*.toml")):
@@ -159,7 +162,8 @@ def test_example_grids_parse_and_plan(monkeypatch):
         assert len({c.key for c in cells}) == len(cells), f"{path.name}: duplicate cell keys"
     # smoke: 1 zero-shot + 2 reps × 2 seeds × 2 budgets + 3 random seeds × 2 budgets
     assert counts["smoke"] == 1 + 4 + 6  # zero-shot, grid, random
-    assert counts["small"] == 3 + 54 + 6 + 1 + 30  # zero-shot, grid (one seed), random, full, quantile
+    assert counts["small"] == 3 + 54 + 10 + 1 + 36  # zero-shot, grid (3 seeds), random (5 seeds), full, quantile
+    assert counts["demo"] == 1 + 2 + 3  # zero-shot, LESS round-robin (2 seeds), random (3 seeds)
     assert counts["tis"] == 4 + 900 + 15 + 120  # the pool of 400 stands in for the user's pool
 
 

@@ -22,11 +22,36 @@ def _artifact(root: Path, stage: str, key: dict, files: dict[str, object], wall:
     return aid
 
 
-def metrics(loss: float, acc_norm: float | None) -> dict:
-    ev = {"n": 10, "n_unscored": 0}
+N_ITEMS = 100  # eval items of every fake evaluation; the same ids in every cell, so methods pair by item
+
+
+def item_losses(loss: float) -> list[float]:
+    """Per-item losses with mean `loss`: ±0.05 alternating around it (N_ITEMS is even)."""
+    return [loss + (0.05 if i % 2 else -0.05) for i in range(N_ITEMS)]
+
+
+def item_correct(acc_norm: float) -> list[float]:
+    """Per-item correctness with mean `acc_norm`: the first round(acc_norm · N) items are right."""
+    k = round(acc_norm * N_ITEMS)
+    return [1.0 if i < k else 0.0 for i in range(N_ITEMS)]
+
+
+def items(loss: float, acc_norm: float | None) -> dict:
+    """The `items` entry tselect.report.gather reads from metrics(loss, acc_norm)."""
+    out = {"query_loss": {f"q{i}": v for i, v in enumerate(item_losses(loss))}}
     if acc_norm is not None:
-        ev["mc"] = {"n": 10, "acc": acc_norm - 0.01, "acc_norm": acc_norm, "per_example": []}
-    return {"query": {"loss": loss, "n": 4, "n_skipped": 0, "per_example": []}, "eval": ev}
+        out["acc_norm"] = {f"e{i}": v for i, v in enumerate(item_correct(acc_norm))}
+    return out
+
+
+def metrics(loss: float, acc_norm: float | None) -> dict:
+    ev = {"n": N_ITEMS, "n_unscored": 0}
+    if acc_norm is not None:
+        per = [{"id": f"e{i}", "gold": 0, "pred": 1, "pred_norm": 0 if c else 1, "loglikes": [0.0, 0.0]}
+               for i, c in enumerate(item_correct(acc_norm))]
+        ev["mc"] = {"n": N_ITEMS, "acc": acc_norm - 0.01, "acc_norm": acc_norm, "per_example": per}
+    per_q = [{"id": f"q{i}", "loss": v, "n_tokens": 3} for i, v in enumerate(item_losses(loss))]
+    return {"query": {"loss": loss, "n": N_ITEMS, "n_skipped": 0, "per_example": per_q}, "eval": ev}
 
 
 def fake_experiment(root: Path, results: list[dict], targets=("t1",), name: str = "fake") -> str:
@@ -40,7 +65,10 @@ def fake_experiment(root: Path, results: list[dict], targets=("t1",), name: str 
         ids = {"evaluate": {r["target"]: _artifact(root, "evaluate", {"i": i}, {"metrics.json": metrics(r["loss"], r["acc_norm"])},
                                                    walls["evaluate"])}}
         if r["kind"] != "zero_shot":
-            ids["finetune"] = _artifact(root, "finetune", {"i": i}, {}, walls["finetune"], {"n_train": r.get("budget") or 0})
+            n = r.get("budget") or 0
+            curve = {"step": [1, 2, 3], "loss": [2.0, 1.5 + i / 100, 1.2], "lr": [1e-4, 1e-4, 0.0]}
+            ids["finetune"] = _artifact(root, "finetune", {"i": i, "lr": 1e-4}, {"train_curve.json": curve},
+                                        walls["finetune"], {"n_train": n})
         if r["kind"] in ("grid", "quantile", "random"):
             ids["featurize"] = _artifact(root, "featurize", {"rep": r.get("rep"), "t": r["target"]}, {}, walls["featurize"])
             ids["select"] = _artifact(root, "select", {"i": i}, {}, walls["select"])

@@ -1,10 +1,10 @@
-"""The recommendation names a winner only when its spread clears random's."""
+"""The recommendation names a winner only when its paired CI to random clears zero."""
 
 from __future__ import annotations
 
 import pytest
 
-from tests.report.helpers import fake_experiment, grid_results
+from tests.report.helpers import fake_experiment, grid_results, items
 from tselect.report import ReportConfig, run
 from tselect.report.recommend import recommend, winners
 from tselect.report.tables import budget_table
@@ -15,7 +15,8 @@ RR, TOPK = ("rds", "round_robin"), ("embed", "topk")
 def _table(method_values, random_values, zero_shot=0.3, quantity="acc_norm", target="sciq"):
     rows = [{"kind": r["kind"], "rep": r.get("rep"), "selector": r.get("selector"), "target": r["target"],
              "budget": r.get("budget"), "seed": r.get("seed"), "bin": None,
-             "metrics": {"acc_norm": r["acc_norm"], "query_loss": r["loss"]}, "distance": {}, "cost": {}}
+             "metrics": {"acc_norm": r["acc_norm"], "query_loss": r["loss"]}, "distance": {}, "cost": {},
+             "items": items(r["loss"], r["acc_norm"])}
             for r in grid_results(target, method_values, random_values, zero_shot)]
     return budget_table(rows, target, quantity)
 
@@ -35,8 +36,8 @@ def test_single_seed_cells_are_leads_not_winners():
     assert rec["choice"] is None and rec["winners"] == []
     assert ("**sciq** (acc_norm): no reliable winner — the representation + selector cells have one training seed"
             in rec["text"])
-    assert ("1 of 2 (method, budget) cells lie beyond random's mean ± std (largest: rds + round_robin at budget 16, "
-            "56.0 vs random 45.0); rerun with more seeds to confirm.") in rec["text"]
+    assert ("1 of 2 (method, budget) cells have a paired 95% CI to random that excludes zero (largest: rds + "
+            "round_robin at budget 16, 56.0 vs random 45.0); rerun with more seeds to confirm.") in rec["text"]
     assert "but 1 of 2 single-seed cells lead random on their one run" in rec["text"]
 
 
@@ -47,9 +48,10 @@ def test_separated_spreads_name_the_winner_and_margin():
     assert rec["choice"] == "rds + round_robin"
     assert [(w["budget"], w["method"]) for w in rec["winners"]] == [(16, "rds + round_robin")]
     assert rec["winners"][0]["margin"] == pytest.approx(0.10)
-    assert "rds + round_robin at budget 16 (51.0 vs random 41.0, +10.0 points)" in rec["text"]
+    assert ("rds + round_robin at budget 16 (51.0 vs random 41.0, paired Δ +10.0 [+4.7, +16.0], n = 100 items)"
+            in rec["text"])
     assert "At budget 32 no method separates from random." in rec["text"]
-    assert "**Overall: rds + round_robin** beats random beyond the seed spread in 1 of 2" in rec["text"]
+    assert "**Overall: rds + round_robin** beats random (paired 95% CI excludes zero) in 1 of 2" in rec["text"]
 
 
 def test_best_of_several_winners_and_zero_shot_caveat():
@@ -72,4 +74,4 @@ def test_report_recommendation_per_target(store):
     md = (store / "report" / run(ReportConfig(exp), store) / "report.md").read_text()
     assert "**sciq** (acc_norm): rds + round_robin at budget 16" in md
     assert "**piqa** (acc_norm): no reliable winner" in md
-    assert "**Overall: rds + round_robin** beats random beyond the seed spread in 1 of 2" in md
+    assert "**Overall: rds + round_robin** beats random (paired 95% CI excludes zero) in 1 of 2" in md

@@ -92,6 +92,7 @@ def evaluate(
     batch_size: Annotated[int, typer.Option(help="Sequences per forward pass")] = 8,
     max_length: Annotated[int, typer.Option(help="Token limit per sequence")] = MAX_LENGTH,
     max_new_tokens: Annotated[int, typer.Option(help="Generation length for EM/F1 rows")] = 32,
+    metrics: Annotated[str, typer.Option(help="all (losses + task metrics) or loss (query and held-out loss only)")] = "all",
     store: StoreOpt = None,
 ):
     """Query loss and task metrics of a fine-tuned (or the zero-shot base) model; prints the evaluate id."""
@@ -100,5 +101,5 @@ def evaluate(
     cfg = make(stage.EvaluateConfig, target=D.required(target, "--target", demo), eval_data=eval_data, finetune=finetune,
                model=D.model_spec(model, revision, allow_download), fmt=fmt, prompt_format=prompt_format, limit=limit,
                batch_size=batch_size, max_length=max_length, max_new_tokens=max_new_tokens, split=split,
-               eval_split=eval_split, columns=D.columns(columns))
+               eval_split=eval_split, columns=D.columns(columns), metrics=metrics)
     emit(stage.run(cfg, root(store)))

@@ -53,6 +53,9 @@ class EvaluateConfig:
     columns: tuple[tuple[str, str], ...] = ()
     """Column mapping (field, column) of target and eval files."""
 
+    metrics: str = "all"
+    """"all": query loss, held-out loss and task metrics; "loss": query and held-out loss only."""
+
     NOT_HASHED: ClassVar[dict[str, str]] = {
         "target": "enters the id by content hash (inputs: query)", "eval_data": "enters the id by content hash (inputs: eval)",
         "finetune": "artifact id in the inputs", "model": "enters the id by content fingerprint (inputs), never by path",
@@ -60,6 +63,8 @@ class EvaluateConfig:
         "split": "the rows it picks enter the id by content hash", "eval_split": "the rows it picks enter the id by content hash", "columns": "the rows it picks enter the id by content hash"}
 
     def __post_init__(self):
+        if self.metrics not in MEASURES:
+            raise ValueError(f"--metrics {self.metrics!r} is unknown; use one of {', '.join(MEASURES)}")
         if self.prompt_format not in PROMPTS:
             raise ValueError(f"--prompt-format {self.prompt_format!r} is unknown; use one of {', '.join(PROMPTS)}")
         if self.limit is not None and self.limit < 1:
@@ -96,40 +101,74 @@ PROMPTS = {"chat": _chat_prompt, "plain": _plain_prompt}
 def query_losses(model, tok, examples, batch_size: int, max_length: int) -> dict[str, Any]:
     """Token-mean CE on each example's answer tokens; loss = mean over kept examples."""
     from tselect.data.tokenize import batches, encode, length_sorted
-    from tselect.scoring import token_losses
+    from tselect.scoring_fast import row_losses
 
     enc = encode(examples, tok, max_length)
     by_row: dict[int, dict[str, Any]] = {}
     for idx, ids, mask, labels in batches(enc.rows, batch_size, tok.pad_token_id, order=length_sorted(enc.rows)):
-        out = token_losses(model, ids, mask, labels)
+        mean_ce, n_tokens = row_losses(model, ids, mask, labels)  # head only at label positions
         for b, i in enumerate(idx):
-            by_row[i] = {"id": examples[enc.kept[i]].id, "loss": float(out.mean_ce[b]), "n_tokens": int(out.n_tokens[b])}
+            by_row[i] = {"id": examples[enc.kept[i]].id, "loss": float(mean_ce[b]), "n_tokens": int(n_tokens[b])}
     per = [by_row[i] for i in range(len(enc.rows))]  # back in input order
     loss = sum(r["loss"] for r in per) / len(per) if per else float("nan")
     return {"loss": loss, "n": len(per), "n_skipped": len(enc.skipped), "per_example": per}
 
 
-def score_mc(model, tok, examples, cfg: EvaluateConfig) -> dict[str, Any]:
-    """Log-likelihood of every choice as the continuation of the prompt; acc and acc_norm."""
-    from tselect.scoring import fit_pair, loglikes_from_ids
+def score_mc(model, tok, examples, cfg: EvaluateConfig, riders: dict[str, list[int]] | None = None) -> dict[str, Any]:
+    """Log-likelihood of every choice as the continuation of the prompt; acc and acc_norm.
 
-    pairs, where = [], []
-    for i, ex in enumerate(examples):
+    Each item's prompt is encoded once and shared by its choices (tselect.scoring_fast). `riders`:
+    example id -> answer tokens packed as one more segment of that item; their token-mean losses
+    come back under "riders" (see eval_loss_and_mc)."""
+    from tselect.scoring_fast import choice_loglikes, pack_choices
+
+    items, riders = [], riders or {}
+    for ex in examples:
         prompt, sep = PROMPTS[cfg.prompt_format](tok, ex)
-        for c, choice in enumerate(ex.meta["choices"]):
-            cont = tok(sep + choice, add_special_tokens=False)["input_ids"]
-            pairs.append(fit_pair(tok, prompt, cont, cfg.max_length, what=choice))
-            where.append((i, c))
-    flat = loglikes_from_ids(model, pairs, tok.pad_token_id, cfg.batch_size)
-    lls = [[0.0] * len(ex.meta["choices"]) for ex in examples]
-    for (i, c), ll in zip(where, flat):
-        lls[i][c] = ll
+        conts = [list(tok(sep + choice, add_special_tokens=False)["input_ids"]) for choice in ex.meta["choices"]]
+        extra = [riders[ex.id]] if ex.id in riders else []
+        fits = [c for c in conts if len(prompt) + len(c) > cfg.max_length] == []
+        items.append(pack_choices(tok, prompt, conts + (extra if fits else []), cfg.max_length,
+                                  what=[*ex.meta["choices"], "answer"][: len(conts) + (len(extra) if fits else 0)]))
+    lls = choice_loglikes(model, items, tok.pad_token_id, cfg.batch_size)
+    n_choices = [len(ex.meta["choices"]) for ex in examples]
+    ridden = {ex.id: {"loss": -ll[n] / len(riders[ex.id]), "n_tokens": len(riders[ex.id])}
+              for ex, ll, n in zip(examples, lls, n_choices) if len(ll) > n}
+    lls = [ll[:n] for ll, n in zip(lls, n_choices)]
     golds = [int(ex.meta["gold"]) for ex in examples]
     lengths = [[len(c) for c in ex.meta["choices"]] for ex in examples]  # chars, without the separator
     res = mc_accuracy(lls, golds, lengths)
     per = [{"id": ex.id, "loglikes": ll, "gold": g, "pred": p, "pred_norm": q}
            for ex, ll, g, p, q in zip(examples, lls, golds, res.pred, res.pred_norm)]
-    return {"n": len(examples), "acc": res.acc, "acc_norm": res.acc_norm, "per_example": per}
+    out = {"n": len(examples), "acc": res.acc, "acc_norm": res.acc_norm, "per_example": per}
+    return {**out, "riders": ridden} if riders else out
+
+
+def eval_loss_and_mc(model, tok, rows, mc_rows, cfg: EvaluateConfig) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(held-out loss of every row, MC scores of mc_rows) with each MC prompt encoded once: where a
+    row's encoding is its MC prompt + its answer, the answer is one more segment of the packed item
+    (tselect.scoring_fast.answer_segment) and its loss is read from there; other rows are scored
+    alone. Same numbers as query_losses + score_mc."""
+    from tselect.data.tokenize import encode
+    from tselect.scoring_fast import answer_segment
+
+    enc = encode(rows, tok, cfg.max_length)
+    prompts = {ex.id: PROMPTS[cfg.prompt_format](tok, ex)[0] for ex in mc_rows}
+    riders: dict[str, list[int]] = {}  # example id -> answer tokens riding in its MC pack
+    for r, k in zip(enc.rows, enc.kept):
+        ex = rows[k]
+        if ex.id in prompts and ex.id not in riders:
+            seg = answer_segment(r.input_ids, r.labels, prompts[ex.id])
+            if seg is not None and len(prompts[ex.id]) + len(seg) <= cfg.max_length:
+                riders[ex.id] = seg
+    mc = score_mc(model, tok, mc_rows, cfg, riders) if mc_rows else {}
+    rode = mc.pop("riders", {})  # riders whose item did not fit max_length whole are scored alone
+    alone = [rows[k] for k in enc.kept if rows[k].id not in rode]
+    alone_loss = {r["id"]: r for r in query_losses(model, tok, alone, cfg.batch_size, cfg.max_length)["per_example"]}
+    per = [{"id": rows[k].id, **rode[rows[k].id]} if rows[k].id in rode else alone_loss[rows[k].id]
+           for k in enc.kept]
+    loss = sum(r["loss"] for r in per) / len(per) if per else float("nan")
+    return {"loss": loss, "n": len(per), "n_skipped": len(enc.skipped), "per_example": per}, mc
 
 
 def generate_scored(model, tok, examples, cfg: EvaluateConfig) -> dict[str, Any]:
@@ -258,13 +297,28 @@ def _measure(cfg: EvaluateConfig, model, tok, query, evalset) -> dict[str, Any]:
         "query": query_losses(model, tok, list(query.examples[: cfg.limit]), cfg.batch_size, cfg.max_length),
         "eval": {"n": len(rows), "n_unscored": len(rows) - len(mc_rows) - len(gen_rows)},
     }
-    if rows:  # the held-out loss: eval rows are never used for selection
-        out["eval"]["loss"] = query_losses(model, tok, rows, cfg.batch_size, cfg.max_length)
-    if mc_rows:
-        out["eval"]["mc"] = score_mc(model, tok, mc_rows, cfg)
+    if rows:  # the held-out loss (eval rows are never used for selection) and MC, sharing prompts
+        out["eval"]["loss"], mc = eval_loss_and_mc(model, tok, rows, mc_rows, cfg)
+        if mc_rows:
+            out["eval"]["mc"] = mc
     if gen_rows:
         out["eval"]["generation"] = generate_scored(model, tok, gen_rows, cfg)
     return out
+
+
+def _measure_loss(cfg: EvaluateConfig, model, tok, query, evalset) -> dict[str, Any]:
+    """Loss-only mode: the query loss and the held-out loss on every eval row, no task metrics."""
+    rows = list(evalset.examples[: cfg.limit]) if evalset is not None else []
+    out: dict[str, Any] = {
+        "query": query_losses(model, tok, list(query.examples[: cfg.limit]), cfg.batch_size, cfg.max_length),
+        "eval": {"n": len(rows), "n_unscored": len(rows)},
+    }
+    if rows:
+        out["eval"]["loss"] = query_losses(model, tok, rows, cfg.batch_size, cfg.max_length)
+    return out
+
+
+MEASURES = {"all": _measure, "loss": _measure_loss}  # --metrics
 
 
 def _summary(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -282,14 +336,16 @@ def run(cfg: EvaluateConfig, root: Path) -> str:
     inputs = {**subject, "query": query.content_hash}
     if evalset is not None:
         inputs["eval"] = evalset.content_hash
-    hashed = identity.hashed(cfg)
+    # The measurements made before --metrics existed keep their ids: "all" is not hashed.
+    hashed = identity.hashed(cfg, also_excluded=("metrics",) if cfg.metrics == "all" else ())
 
     def write(build: artifacts.Build) -> None:
         model, tok = load()
         start = time.perf_counter()
-        metrics = _measure(cfg, model, tok, query, evalset)
+        metrics = MEASURES[cfg.metrics](cfg, model, tok, query, evalset)
         facts = {"target": cfg.target, "eval_data": eval_spec(cfg), "finetune": cfg.finetune,
-                 "model": cfg.model, "prompt_format": cfg.prompt_format, "limit": cfg.limit}
+                 "model": cfg.model, "prompt_format": cfg.prompt_format, "limit": cfg.limit,
+                 "metrics_mode": cfg.metrics}
         store.write_json(build.path / "metrics.json", {**facts, **metrics})
         build.record(**facts, **_summary(metrics), seconds=round(time.perf_counter() - start, 3),
                      device=str(next(model.parameters()).device))

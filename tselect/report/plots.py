@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 DPI = 110
+MARKERS = ("o", "s", "^", "D", "v", "P")  # one per budget in the distance scatter
 
 
 def _plt():
@@ -18,14 +19,21 @@ def _plt():
 
 
 def _scale(quantity: str) -> float:
-    return 1.0 if quantity == "query_loss" else 100.0  # metrics in points, as in the tables
+    return 1.0 if quantity.endswith("_loss") else 100.0  # metrics in points, as in the tables
+
+
+def _err(s: dict) -> tuple[float, float]:
+    """(below, above) the mean: the 95% CI when the cell has one, else ± std over seeds."""
+    if s.get("lo") is not None:
+        return s["mean"] - s["lo"], s["hi"] - s["mean"]
+    return (s["std"] or 0.0), (s["std"] or 0.0)
 
 
 def _series(ax, budgets, stats, scale, **style) -> None:
-    pts = [(b, s["mean"] * scale, (s["std"] or 0.0) * scale) for b, s in zip(budgets, stats) if s is not None]
+    pts = [(b, s["mean"] * scale, *(e * scale for e in _err(s))) for b, s in zip(budgets, stats) if s is not None]
     if pts:
-        xs, ys, es = zip(*pts)
-        ax.errorbar(xs, ys, yerr=es, capsize=3, marker="o", markersize=4, **style)
+        xs, ys, lo, hi = zip(*pts)
+        ax.errorbar(xs, ys, yerr=[lo, hi], capsize=3, marker="o", markersize=4, **style)
 
 
 def _panel(ax, table: dict) -> None:
@@ -41,11 +49,11 @@ def _panel(ax, table: dict) -> None:
     ax.set_xticks(budgets, [str(b) for b in budgets])
     ax.set_title(f"{table['target']}")
     ax.set_xlabel("budget (examples)")
-    ax.set_ylabel(q + ("" if q == "query_loss" else " (points)"))
+    ax.set_ylabel(q + ("" if q.endswith("_loss") else " (points)"))
 
 
 def budget_curves(metric_tables: list[dict], loss_tables: list[dict], out: Path, name: str = "budget_curves.png") -> str | None:
-    """Row 1: the task metric per target; row 2: query loss; mean ± std over seeds."""
+    """Row 1: the task metric per target; row 2: query loss; mean with 95% CI (± std without item data)."""
     if not metric_tables:
         return None
     plt = _plt()
@@ -70,7 +78,9 @@ def quantile_plot(curves: list[dict], out: Path, name: str = "quantile.png") -> 
     fig, axes = plt.subplots(1, len(targets), figsize=(4.2 * len(targets), 3.4), squeeze=False)
     for ax, target in zip(axes[0], targets):
         for c in (c for c in curves if c["target"] == target):
-            rho = "n/a" if c["rho"] is None else f"{c['rho']:+.2f}"
+            ci = c["rho_ci"]
+            rho = "n/a" if ci["rho"] is None else f"{ci['rho']:+.2f}" + (
+                "" if ci["lo"] is None else f" [{ci['lo']:+.2f}, {ci['hi']:+.2f}]")
             _series(ax, c["bins"], c["stats"], _scale(c["quantity"]), label=f"{c['rep']} (ρ={rho})")
         ax.set_title(target)
         ax.set_xlabel("distance bin (1 = nearest)")
@@ -92,10 +102,17 @@ def distance_scatter(points: list[dict], out: Path, name: str = "distance_vs_los
     fig, axes = plt.subplots(len(reps), len(targets), figsize=(4.0 * len(targets), 3.2 * len(reps)), squeeze=False)
     for p in points:
         ax = axes[reps.index(p["rep"])][targets.index(p["target"])]
-        for kind in dict.fromkeys(p["kinds"]):
-            sel = [i for i, k in enumerate(p["kinds"]) if k == kind]
-            ax.scatter([p["ot"][i] for i in sel], [p["loss"][i] for i in sel], s=14, label=kind)
-        rho = "n/a" if p["rho_ot"] is None else f"{p['rho_ot']:+.2f}"
+        budgets = sorted({b for b in p["budgets"] if b is not None})
+        for kind in dict.fromkeys(p["kinds"]):  # colour: method; marker: budget
+            for b in [*budgets, None]:
+                sel = [i for i, (k, bb) in enumerate(zip(p["kinds"], p["budgets"])) if k == kind and bb == b]
+                if sel:
+                    ax.scatter([p["ot"][i] for i in sel], [p["loss"][i] for i in sel], s=16,
+                               marker=MARKERS[budgets.index(b) % len(MARKERS)] if b is not None else "*",
+                               color=f"C{list(dict.fromkeys(p['kinds'])).index(kind) % 10}",
+                               label=f"{kind} @ {b if b is not None else 'bin/all'}")
+        ci = p["ci_ot"]
+        rho = "n/a" if ci["rho"] is None else f"{ci['rho']:+.2f}" + ("" if ci["lo"] is None else f" [{ci['lo']:+.2f}, {ci['hi']:+.2f}]")
         ax.set_title(f"{p['rep']} space · {p['target']} (ρ={rho})", fontsize=9)
         ax.set_xlabel("OT distance subset ↔ queries")
         ax.set_ylabel("query loss")
@@ -122,10 +139,31 @@ def cost_gain(ledgers: dict[str, list[dict]], metric: dict[str, str], out: Path,
             ax.annotate(f"{e['method']}@{e['budget'] or 'all'}", (x, y), fontsize=6)
         ax.axhline(0.0, color="black", linestyle="--", linewidth=0.8)
         ax.margins(x=0.25)  # room for the labels
-        unit = "lower is better" if q == "query_loss" else "points"
+        unit = "lower is better" if q.endswith("_loss") else "points"
         ax.set_title(f"{target}: {q} − random ({unit})", fontsize=9)
         ax.set_xlabel("selection + fine-tune wall time (s)")
         ax.set_ylabel("gain over random")
+    fig.tight_layout()
+    fig.savefig(out / name, dpi=DPI)
+    plt.close(fig)
+    return name
+
+
+def train_curves(curves: list[dict], out: Path, name: str = "train_curves.png") -> str | None:
+    """Training loss per optimizer step; one panel per budget, one line per method (and target)."""
+    if not curves:
+        return None
+    plt = _plt()
+    budgets = list(dict.fromkeys(c["budget"] for c in curves))
+    fig, axes = plt.subplots(1, len(budgets), figsize=(4.2 * len(budgets), 3.4), squeeze=False)
+    for ax, b in zip(axes[0], budgets):
+        for c in (c for c in curves if c["budget"] == b):
+            label = c["method"] + (f" ({c['target']})" if c["target"] else "")
+            ax.plot(c["step"], c["loss"], marker="." if len(c["step"]) < 20 else None, linewidth=1, label=label)
+        ax.set_title(f"budget {b if b is not None else 'all'}")
+        ax.set_xlabel("optimizer step")
+        ax.set_ylabel("training loss")
+        ax.legend(fontsize=5)
     fig.tight_layout()
     fig.savefig(out / name, dpi=DPI)
     plt.close(fig)

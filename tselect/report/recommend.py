@@ -1,8 +1,9 @@
 """The recommendation paragraph, computed from budget tables (tselect.report.tables.budget_table).
 
-A method "wins" a (target, budget) pair only under the table's beats-random rule (its mean − std
-clears random's mean + std, mirrored for losses); everything else is reported as no reliable
-winner, so overlapping spreads can never read as a recommendation.
+A method "wins" a (target, budget) pair only under the table's beats-random rule: the 95% CI of
+its paired per-item difference to random (tselect.report.stats) lies entirely on the better side
+of zero, with at least two training seeds on both sides; everything else is reported as no
+reliable winner, so an interval that touches zero can never read as a recommendation.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-from tselect.report.tables import display
+from tselect.report.tables import display, is_loss, show_diff
 
 
 def winners(table: dict) -> list[dict[str, Any]]:
@@ -21,14 +22,15 @@ def winners(table: dict) -> list[dict[str, Any]]:
         if m is None:
             continue
         mean, rnd = table["methods"][m][j]["mean"], table["random"][j]["mean"]
+        diff = table["vs_random"][m][j]
         out.append({"target": table["target"], "quantity": table["quantity"], "budget": b, "method": m,
-                    "mean": mean, "random": rnd, "margin": mean - rnd})
+                    "mean": mean, "random": rnd, "margin": diff["mean"], "diff": diff})
     return out
 
 
 def margin_text(quantity: str, margin: float) -> str:
-    if quantity == "query_loss":
-        return f"{margin:+.3f} query loss"
+    if is_loss(quantity):
+        return f"{margin:+.3f} {quantity.replace('_', ' ')}"
     return f"{100 * margin:+.1f} points"
 
 
@@ -39,11 +41,11 @@ def target_sentence(table: dict) -> str:
         budgets = ", ".join(str(b) for b in table["budgets"]) or "none"
         single = single_seed_cells(table)
         if not single:
-            return (f"**{t}** ({q}): no reliable winner — at every budget ({budgets}) each representation + "
-                    f"selector overlaps random within one seed standard deviation.")
+            return (f"**{t}** ({q}): no reliable winner — at every budget ({budgets}) the 95% CI of each "
+                    f"representation + selector's paired difference to random includes zero.")
         return f"**{t}** ({q}): no reliable winner — " + _single_seed_text(q, single)
     parts = [f"{w['method']} at budget {w['budget']} ({display(q, w['mean'])} vs random {display(q, w['random'])}, "
-             f"{margin_text(q, w['margin'])})" for w in wins]
+             f"paired Δ {show_diff(q, w['diff'])}, n = {w['diff']['n_items']} items)" for w in wins]
     text = f"**{t}** ({q}): " + "; ".join(parts) + "."
     open_budgets = [str(b) for b, m in zip(table["budgets"], table["best"]) if m is None]
     if open_budgets:
@@ -60,14 +62,17 @@ def target_sentence(table: dict) -> str:
 def single_seed_cells(table: dict) -> list[dict[str, Any]]:
     """[{method, budget, mean, random, beyond}] for cells with one training seed: their spread is unknown.
 
-    `beyond`: the one run lies outside random's mean ± std on the better side (a lead, not a win).
+    `beyond`: the paired CI to random excludes zero on the better side (over items and random's
+    seeds only, the one run's seed noise being unknown): a lead, not a win.
     """
-    out, sign = [], 1 if table["higher"] else -1
+    from tselect.report.stats import excludes_zero
+
+    out = []
     for m, stats in table["methods"].items():
-        for b, s, r in zip(table["budgets"], stats, table["random"]):
-            if s is None or s["n"] != 1 or r is None or r["std"] is None:
+        for j, (b, s, r) in enumerate(zip(table["budgets"], stats, table["random"])):
+            if s is None or s["n"] != 1 or r is None:
                 continue
-            beyond = sign * (s["mean"] - r["mean"]) > r["std"]
+            beyond = excludes_zero(table["vs_random"][m][j], table["higher"])
             out.append({"method": m, "budget": b, "mean": s["mean"], "random": r["mean"], "beyond": beyond})
     return out
 
@@ -76,7 +81,7 @@ def _single_seed_text(q: str, cells: list[dict[str, Any]]) -> str:
     leads = [c for c in cells if c["beyond"]]
     text = (f"the representation + selector cells have one training seed, so their own spread is unknown and "
             f"none can be declared a winner. On that one seed, {len(leads)} of {len(cells)} (method, budget) cells "
-            f"lie beyond random's mean ± std")
+            f"have a paired 95% CI to random that excludes zero")
     if leads:
         top = max(leads, key=lambda c: abs(c["mean"] - c["random"]))
         text += (f" (largest: {top['method']} at budget {top['budget']}, {display(q, top['mean'])} vs random "
@@ -93,19 +98,19 @@ def recommend(tables: Sequence[dict]) -> dict[str, Any]:
         single = [c for t in tables for c in single_seed_cells(t)]
         leads = sum(c["beyond"] for c in single)
         if leads:
-            lines.append(f"**Overall: no reliable winner.** No cell has a measured seed spread that clears random's, "
-                         f"but {leads} of {len(single)} single-seed cells lead random on their one run: rerun with "
-                         "more training seeds before choosing.")
+            lines.append(f"**Overall: no reliable winner.** No cell with two or more training seeds has a paired 95% CI "
+                         f"that clears random, but {leads} of {len(single)} single-seed cells lead random on their one "
+                         "run: rerun with more training seeds before choosing.")
         else:
-            lines.append("**Overall: no reliable winner.** No representation + selector beats random beyond the seed "
-                         "spread on any target at any budget; random selection is as good here and costs nothing. "
-                         "More seeds, larger budgets or a larger evaluation split may still separate them.")
+            lines.append("**Overall: no reliable winner.** No representation + selector's paired 95% CI to random "
+                         "excludes zero on any target at any budget; random selection is as good here and costs "
+                         "nothing. More seeds, larger budgets or a larger evaluation split may still separate them.")
         return {"winners": [], "choice": None, "text": "\n\n".join(lines)}
     counts = Counter(w["method"] for w in wins)
     choice, k = counts.most_common(1)[0]
     tied = [m for m, n in counts.items() if n == k and m != choice]
     best = max((w for w in wins if w["method"] == choice), key=lambda w: abs(w["margin"]))
-    lines.append(f"**Overall: {choice}** beats random beyond the seed spread in {k} of {pairs} (target, budget) "
+    lines.append(f"**Overall: {choice}** beats random (paired 95% CI excludes zero) in {k} of {pairs} (target, budget) "
                  f"pairs, by up to {margin_text(best['quantity'], best['margin'])} ({best['target']}, budget "
                  f"{best['budget']}). Weigh that against its selection cost in the cost ledger.")
     if tied:  # equally frequent winners: the first listed is not better, only first

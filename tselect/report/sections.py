@@ -8,12 +8,15 @@ from tselect.report import tables as T
 from tselect.report.recommend import recommend
 
 RULES = (
-    "**How to read the numbers.** Cells are mean ± sample standard deviation (ddof = 1) over training seeds; "
-    "task metrics are in points (×100), query loss is the mean per-example token cross-entropy on the target's "
-    "query split (lower is better). A cell is **bold** with † when it is the best method at that budget among "
-    "those that beat random beyond the seed spread: mean − std > random mean + random std (for query loss: "
-    "mean + std < random mean − random std). Single-seed cells are never marked. Zero-shot and full data do not "
-    "depend on the budget and are repeated in every column.")
+    "**How to read the numbers.** Cells are the mean over training seeds with a 95% bootstrap CI in brackets "
+    "(items and seeds resampled together, 2,000 replicates, fixed seed); `seeds` and `items` give n. Task metrics "
+    "are in points (×100); query loss is the mean per-example token cross-entropy on the target's query split, "
+    "eval loss the same on its held-out eval split (lower is better). Comparisons are **paired by item**: a "
+    "method's per-item value averaged over its seeds minus random's averaged over random's seeds, with a CI that "
+    "resamples the items (same draw for both) and each side's seeds. A cell is **bold** with † when it is the best "
+    "method at that budget among those whose paired CI to random lies entirely on the better side of zero, with "
+    "≥ 2 training seeds on both sides; single-seed cells are never marked. Zero-shot and full data do not depend "
+    "on the budget and are repeated in every column.")
 
 
 def compute(header: dict, rows: list[dict], metric: str) -> dict[str, Any]:
@@ -22,7 +25,10 @@ def compute(header: dict, rows: list[dict], metric: str) -> dict[str, Any]:
     chosen = {t: T.choose_metric(rows, t, metric) for t in targets}
     metric_tables = [T.budget_table(rows, t, chosen[t]) for t in targets]
     loss_tables = [T.budget_table(rows, t, "query_loss") for t in targets]
+    has_eval_loss = {t for r in rows if r["metrics"].get("eval_loss") is not None for t in [r["target"]]}
+    eval_loss_tables = [T.budget_table(rows, t, "eval_loss") for t in targets if t in has_eval_loss]
     return {"targets": targets, "metric": chosen, "metric_tables": metric_tables, "loss_tables": loss_tables,
+            "eval_loss_tables": eval_loss_tables,
             "recommendation": recommend(metric_tables),
             "quantile": T.quantile_curves(rows, "query_loss"),
             "quantile_metric": {(c["rep"], c["target"]): c for t in targets
@@ -34,8 +40,9 @@ def compute(header: dict, rows: list[dict], metric: str) -> dict[str, Any]:
 def _stat_row(label: str, table: dict, stats: list, marks: list[bool]) -> list[str]:
     q = table["quantity"]
     n = max((s["n"] for s in stats if s is not None), default=0)
+    items = max((s.get("n_items", 0) for s in stats if s is not None), default=0)
     cells = [(f"**{T.show_stat(q, s)}** †" if m else T.show_stat(q, s)) for s, m in zip(stats, marks)]
-    return [label, str(n), *cells]
+    return [label, str(n), str(items or "—"), *cells]
 
 
 def budget_block(table: dict) -> tuple:
@@ -49,11 +56,47 @@ def budget_block(table: dict) -> tuple:
         rows.append(_stat_row(m, table, stats, [b == m for b in table["best"]]))
     if table["full"] is not None:
         rows.append(_stat_row("full data", table, [table["full"]] * len(budgets), no_marks))
-    return ("table", ["method", "seeds", *[f"b={b}" for b in budgets]], rows)
+    return ("table", ["method", "seeds", "items", *[f"b={b}" for b in budgets]], rows)
 
 
 def _rho(x: float | None) -> str:
     return "n/a" if x is None else f"{x:+.2f}"
+
+
+def _rho_ci(ci: dict | None) -> str:
+    if ci is None or ci["rho"] is None:
+        return "n/a"
+    return _rho(ci["rho"]) + ("" if ci["lo"] is None else f" [{ci['lo']:+.2f}, {ci['hi']:+.2f}]")
+
+
+def paired_blocks(table: dict) -> list[tuple]:
+    """Method − random and method − zero-shot, paired by item, with CIs and their half-widths."""
+    from tselect.report.stats import half_width
+
+    q, budgets = table["quantity"], table["budgets"]
+    if not any(d for ds in table["vs_random"].values() for d in ds):
+        return []
+    rows = []
+    for m, diffs in table["vs_random"].items():
+        n = max((d["n_items"] for d in diffs if d), default=0)
+        rows.append([m, "random", str(n), *(_diff_cell(q, d, m == table["best"][j]) for j, d in enumerate(diffs))])
+    for m, diffs in table["vs_zero_shot"].items():
+        n = max((d["n_items"] for d in diffs if d), default=0)
+        rows.append([m, "zero-shot", str(n), *(_diff_cell(q, d, False) for d in diffs)])
+    hw = [max((half_width(ds[j]) or 0.0 for ds in table["vs_random"].values() if ds[j]), default=None)
+          for j in range(len(budgets))]
+    scale = 1.0 if T.is_loss(q) else 100.0
+    text = (f"Paired differences ({q}; method − reference on the same items, mean [95% CI]). Largest CI "
+            "half-width against random per budget: " + ", ".join(
+                f"b={b}: {'—' if h is None else f'{scale * h:.3f}'}" for b, h in zip(budgets, hw)) + ".")
+    return [("p", text), ("table", ["method", "vs", "items", *[f"b={b}" for b in budgets]], rows)]
+
+
+def _diff_cell(q: str, d: dict | None, best: bool) -> str:
+    if d is None:
+        return "—"
+    text = T.show_diff(q, d) + f" ({d['n_seeds']}×{d['n_ref_seeds']} seeds)"
+    return f"**{text}** †" if best else text
 
 
 def blocks(header: dict, c: dict, images: dict[str, str | None]) -> list[tuple]:
@@ -61,12 +104,16 @@ def blocks(header: dict, c: dict, images: dict[str, str | None]) -> list[tuple]:
                         ("p", f"Experiment `{header['id']}` · {header['n_cells']} cells · targets: "
                               + ", ".join(f"{t} ({c['metric'][t]})" for t in c["targets"])),
                         ("h", 2, "Recommendation"), ("p", c["recommendation"]["text"]), ("p", RULES)]
+    eval_loss = {t["target"]: t for t in c["eval_loss_tables"]}
     for mt, lt in zip(c["metric_tables"], c["loss_tables"]):
-        out += [("h", 2, f"Target {mt['target']}"), ("h", 3, f"{mt['quantity']} by budget"), budget_block(mt)]
-        if mt["quantity"] != "query_loss":
-            out += [("h", 3, "query loss by budget"), budget_block(lt)]
+        out += [("h", 2, f"Target {mt['target']}"), ("h", 3, f"{mt['quantity']} by budget"), budget_block(mt),
+                *paired_blocks(mt)]
+        for extra in (lt, eval_loss.get(mt["target"])):
+            if extra is not None and extra["quantity"] != mt["quantity"]:
+                out += [("h", 3, f"{extra['quantity'].replace('_', ' ')} by budget"), budget_block(extra),
+                        *paired_blocks(extra)]
     if images.get("curves"):
-        out += [("h", 2, "Budget curves"), ("img", images["curves"], "mean ± std over seeds; top: task metric, bottom: query loss")]
+        out += [("h", 2, "Budget curves"), ("img", images["curves"], "mean with 95% CI; top: task metric, bottom: query loss")]
     out += quantile_blocks(c, images.get("quantile"))
     out += distance_blocks(c, images.get("distance"))
     out += ledger_blocks(c, images.get("cost"))
@@ -80,24 +127,27 @@ def quantile_blocks(c: dict, image: str | None) -> list[tuple]:
     for q in c["quantile"]:
         qm = c["quantile_metric"].get((q["rep"], q["target"]))
         per_bin = " ".join(T.display("query_loss", s["mean"]) if s else "—" for s in q["stats"])
-        rows.append([q["rep"], q["target"], _rho(q["rho"]), _rho(qm["rho"] if qm else None), per_bin])
+        rows.append([q["rep"], q["target"], str(len(q["bins"])), str(q["min_seeds"]), _rho_ci(q["rho_ci"]),
+                     _rho_ci(qm["rho_ci"]) if qm else "n/a", per_bin])
     text = ("Each representation's round-robin order of the whole pool is cut into contiguous bins (bin 1 = "
             "nearest to the queries) and a model is trained on the head of each bin. If the representation's "
-            "notion of closeness matters, query loss rises with the bin: ρ(bin, loss) near +1.")
+            "notion of closeness matters, query loss rises with the bin: ρ(bin, loss) near +1. Brackets: 95% CI "
+            "from resampling the eval items and each bin's training seeds.")
     out = [("h", 2, "Quantile diagnostic"), ("p", text),
-           ("table", ["representation", "target", "ρ(bin, query loss)", "ρ(bin, metric)", "query loss per bin"], rows)]
-    return out + ([("img", image, "query loss per distance bin (mean ± std over seeds)")] if image else [])
+           ("table", ["representation", "target", "bins", "min seeds/bin", "ρ(bin, query loss) [95% CI]",
+                      "ρ(bin, metric) [95% CI]", "query loss per bin"], rows)]
+    return out + ([("img", image, "query loss per distance bin (mean with 95% CI)")] if image else [])
 
 
 def distance_blocks(c: dict, image: str | None) -> list[tuple]:
     if not c["distances"]:
         return []
-    rows = [[d["rep"], d["target"], str(d["n"]), _rho(d["rho_coverage"]), _rho(d["rho_chamfer"]), _rho(d["rho_ot"])]
+    rows = [[d["rep"], d["target"], str(d["n"]), *(_rho_ci(d[f"ci_{k}"]) for k in T.DISTANCES)]
             for d in c["distances"]]
     text = ("For every trained subset, its distance to the target's queries measured in "
             "each representation's space (tselect.select.distance) against the query loss it produced. A space "
             "predicts the outcome when ρ(coverage, loss) and ρ(chamfer, loss) are strongly negative and ρ(OT, loss) "
-            "strongly positive.")
+            "strongly positive. Brackets: 95% CI from resampling the trained subsets.")
     out = [("h", 2, "Predict before you train"), ("p", text),
            ("table", ["space", "target", "subsets", "ρ(coverage, loss)", "ρ(chamfer, loss)", "ρ(OT, loss)"], rows)]
     return out + ([("img", image, "OT distance vs query loss, per representation space and target")] if image else [])
@@ -112,7 +162,7 @@ def ledger_blocks(c: dict, image: str | None) -> list[tuple]:
     for t in c["targets"]:
         q = c["metric"][t]
         rows = [[e["method"], _budget(e), *(f"{e[k]:.1f}" for k in (*T.COSTS, "selection_s", "total_s")),
-                 "—" if e["gain"] is None else (f"{e['gain']:+.3f}" if q == "query_loss" else f"{100 * e['gain']:+.1f}")]
+                 "—" if e["gain"] is None else (f"{e['gain']:+.3f}" if T.is_loss(q) else f"{100 * e['gain']:+.1f}")]
                 for e in c["ledgers"][t]]
         out += [("h", 3, f"{t}"), ("table", ["method", "budget", "featurize s", "warmup s", "select s", "finetune s",
                                                "evaluate s", "selection s", "total s", f"gain ({q})"], rows)]
@@ -132,15 +182,16 @@ def csv_records(rows: list[dict], c: dict) -> list[dict[str, Any]]:
         out += [{**base, "quantity": k, "value": v} for k, v in r["metrics"].items() if v is not None]
         out += [{**base, "quantity": f"{d}@{rep}", "value": v} for rep, ds in r["distance"].items() for d, v in ds.items()]
         out += [{**base, "quantity": k, "value": v} for k, v in r["cost"].items()]
-    for t in c["metric_tables"] + c["loss_tables"]:
+    for t in c["metric_tables"] + c["loss_tables"] + c["eval_loss_tables"]:
         out += _table_records(t)
     for q in c["quantile"] + list(c["quantile_metric"].values()):
-        out.append({"section": "quantile", "target": q["target"], "rep": q["rep"], "quantity": f"rho_bin_{q['quantity']}", "value": q["rho"]})
+        out += [{"section": "quantile", "target": q["target"], "rep": q["rep"], "quantity": f"rho_bin_{q['quantity']}{sfx}",
+                 "value": q["rho_ci"][k]} for k, sfx in (("rho", ""), ("lo", ".lo"), ("hi", ".hi"))]
         out += [{"section": "quantile", "target": q["target"], "rep": q["rep"], "bin": b, "quantity": f"{q['quantity']}.{k}", "value": s[k]}
-                for b, s in zip(q["bins"], q["stats"]) if s for k in ("mean", "std", "n")]
+                for b, s in zip(q["bins"], q["stats"]) if s for k in ("mean", "std", "n", "lo", "hi") if k in s]
     for d in c["distances"]:
-        out += [{"section": "distance", "target": d["target"], "rep": d["rep"], "quantity": f"rho_{k}_query_loss",
-                 "value": d[f"rho_{k}"]} for k in T.DISTANCES]
+        out += [{"section": "distance", "target": d["target"], "rep": d["rep"], "quantity": f"rho_{k}_query_loss{sfx}",
+                 "value": d[f"ci_{k}"][f]} for k in T.DISTANCES for f, sfx in (("rho", ""), ("lo", ".lo"), ("hi", ".hi"))]
     for t, ledger in c["ledgers"].items():
         out += [{"section": "cost", "target": t, "method": e["method"], "budget": e["budget"], "quantity": k, "value": e[k]}
                 for e in ledger for k in (*T.COSTS, "selection_s", "total_s", "gain")]
@@ -155,7 +206,13 @@ def _table_records(t: dict) -> list[dict[str, Any]]:
         for b, s in pairs:
             if s is not None:
                 out += [{"section": "table", "target": t["target"], "method": label, "budget": b,
-                         "quantity": f"{t['quantity']}.{k}", "value": s[k]} for k in ("mean", "std", "n")]
+                         "quantity": f"{t['quantity']}.{k}", "value": s[k]}
+                        for k in ("mean", "std", "n", "lo", "hi", "n_items") if k in s]
+    for ref, diffs in (("random", t["vs_random"]), ("zero_shot", t["vs_zero_shot"])):
+        for label, ds in diffs.items():
+            out += [{"section": "paired", "target": t["target"], "method": label, "budget": b,
+                     "quantity": f"{t['quantity']}.minus_{ref}.{k}", "value": d[k]}
+                    for b, d in zip(t["budgets"], ds) if d for k in ("mean", "lo", "hi", "n_items", "n_seeds", "n_ref_seeds")]
     for b, m in zip(t["budgets"], t["best"]):
         out.append({"section": "table", "target": t["target"], "method": m, "budget": b,
                     "quantity": f"{t['quantity']}.best", "value": None if m is None else 1})
