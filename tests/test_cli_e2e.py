@@ -86,9 +86,9 @@ def test_selection_is_byte_identical_across_runs(tmp_path, toy_data):
 
 
 @pytest.mark.parametrize("args, match", [
-    (("featurize", "--rep", "nope"), "unknown representation 'nope'"),
-    (("featurize", "--rep", "vectors"), "--rep vectors needs"),
-    (("featurize", "--rep", "embed", "--pool", "missing.jsonl"), "missing.jsonl does not exist"),
+    (("featurize", "--rep", "nope", "--demo"), "unknown representation 'nope'"),
+    (("featurize", "--rep", "vectors", "--demo"), "--rep vectors needs"),
+    (("featurize", "--rep", "embed", "--pool", "missing.jsonl", "--query", "builtin:sciq"), "missing.jsonl does not exist"),
     (("select", "--features", "featurize-000"), "no artifact 'featurize-000'"),
     (("show", "nothing"), "no artifact 'nothing'"),
 ])

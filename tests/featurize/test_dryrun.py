@@ -34,7 +34,7 @@ def test_dry_run_refuses_dense_rademacher_at_7b(tmp_path):
     (model / "config.json").write_text(json.dumps({**LLAMA2_7B, "architectures": ["LlamaForCausalLM"]}))
     proc = subprocess.run([sys.executable, "-m", "tselect", "featurize", "--rep", "less", "--dry-run",
                            "--plan-device", "h100", "--model", str(model), "--pool", "builtin:pool-small",
-                           "--param", "warmup=less", "--param", "projection=rademacher"],
+                           "--query", "builtin:sciq", "--param", "warmup=less", "--param", "projection=rademacher"],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith("error: projection=rademacher needs a 134,217,728x8192")

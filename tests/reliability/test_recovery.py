@@ -109,7 +109,8 @@ def test_rm_refuses_while_select_reads_the_features(big_vectors, tmp_path):
     out, err = reader.communicate(timeout=120)
     assert reader.returncode == 0, err
     assert H.artifact_dir(st, aid).is_dir()
-    assert H.last_line(H.tselect("rm", aid, store=st)) == aid  # free again once the reader is done
+    # free again once the reader is done (--force: the new selection was made from it)
+    assert H.last_line(H.tselect("rm", aid, "--force", store=st)) == aid
 
 
 def test_rm_racing_select_never_yields_a_wrong_selection(big_vectors, tmp_path):
