@@ -46,6 +46,7 @@ def _options(
     if verbose and quiet:
         raise UserError("--verbose and --quiet contradict each other; pass one of them")
     progress.VERBOSITY = 1 if verbose else -1 if quiet else 0
+    _OUTPUT.update(json=False, store=None)  # the subcommand's own options set them (parsed after this)
     if verbose:
         import logging
 
