@@ -99,3 +99,27 @@ def test_torchrun_prints_one_id(tmp_path, store, vec_features):
     lines = proc.stdout.split()
     assert len(lines) == 1 and lines[0] == last_line(tselect(*vec_features, store=store))
     assert proc.stderr.count("→ " + lines[0]) == 2  # both ranks ran (and said so on stderr)
+
+
+def test_json_on_score_distance_mix_finetune(tmp_path, store, toy_data, tiny_model_dir, vec_features):
+    f = last_line(tselect(*vec_features, store=store))
+    s = last_line(tselect("select", "--features", f, "--selector", "topk", "--budget", "8", store=store))
+
+    def as_json(*args):
+        out = json.loads(tselect(*args, "--json", store=store).stdout)
+        assert out["complete"] is True and out["id"] == last_line(tselect(*args, store=store))
+        return out
+
+    sc = as_json("score", "--strategy", "length", "--pool", toy_data[0], "--model", tiny_model_dir)
+    assert sc["stage"] == "scores" and sc["config"]["strategy"] == "length"
+    cfg = tmp_path / "distance.json"
+    cfg.write_text(json.dumps({"budget": ["4", "2"]}))  # a repeatable option as a list
+    d = as_json("distance", "--features", f, "--selection", s, "--config", cfg)
+    assert d["stage"] == "distance" and d["config"]["budgets"] == [2, 4]
+    m = as_json("mix", s)
+    assert m["id"].startswith(m["stage"])
+    ft_cfg = tmp_path / "ft.toml"
+    ft_cfg.write_text("[finetune]\nepochs = 1\nbatch-size = 2\neffective_batch_size = 2\nlr = 0.01\n")
+    ft = as_json("finetune", "--selection", s, "--budget", "4", "--model", tiny_model_dir, "--config", ft_cfg)
+    assert ft["stage"] == "finetune" and ft["config"]["train"]["epochs"] == 1 and ft["config"]["train"]["batch_size"] == 2
+    assert ft["config"]["budget"] == 4 and ft["inputs"]["selection"] == s
