@@ -67,3 +67,12 @@ def test_config_unknown_key_is_one_line(tmp_path, store, features):
     assert proc.returncode == 2 and "not valid TOML" in proc.stderr
     proc = tselect("select", "--features", features, "--config", tmp_path / "missing.toml", store=store, check=False)
     assert proc.returncode == 2 and "does not exist" in proc.stderr
+
+
+def test_verbose_shows_config_values(tmp_path, store, features):
+    cfg = tmp_path / "sel.toml"
+    cfg.write_text('selector = "topk"\nbudget = "5"\n')
+    loud = tselect("-v", "select", "--features", features, "--config", cfg, store=store)
+    assert "--config" in loud.stderr and "selector='topk'" in loud.stderr
+    quiet = tselect("select", "--features", features, "--config", cfg, store=store)
+    assert "selector='topk'" not in quiet.stderr and quiet.stdout == loud.stdout

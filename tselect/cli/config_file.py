@@ -93,7 +93,11 @@ def _load(ctx: typer.Context, value: str | None) -> str | None:
     if value is None or ctx.resilient_parsing:
         return value
     path = Path(value).expanduser()
-    ctx.default_map = {**(ctx.default_map or {}), **default_map(ctx.command, ctx.info_name, read_file(path), path)}
+    values = default_map(ctx.command, ctx.info_name, read_file(path), path)
+    ctx.default_map = {**(ctx.default_map or {}), **values}
+    from tselect.progress import debug
+
+    debug(f"--config {path}: {', '.join(f'{k}={v!r}' for k, v in values.items())} (flags on the command line win)")
     return value
 
 
