@@ -29,6 +29,8 @@ def grid_text(tmp_path, toy_data, tiny_model_dir) -> str:
     ("[featurize]", "[select.round_robn]\n[featurize]", "unknown selector 'round_robn'"),
     ("[featurize]", "[featurize.rsd]\nbatch_size = 2\n[featurize]", "unknown representation 'rsd'"),
     ("batch_size = 8", "batch_sise = 8", "'batch_sise' is unknown"),
+    ("[featurize]", "[estimate]\ntrain_exmple = 1.0\n[featurize]", "unknown key 'train_exmple' in [estimate]"),
+    ("[featurize]", "[estimate]\nfeaturize_row = {rsd = 0.1}\n[featurize]", "unknown key 'rsd' in [estimate] featurize_row"),
 ])
 def test_typos_fail_the_dry_run(tmp_path, store, grid_text, old, new, message):
     assert old in grid_text

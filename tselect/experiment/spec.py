@@ -239,11 +239,23 @@ def _validate(spec: Spec) -> None:
         spec.evaluate_config(target, None)
     for name, params in spec.selector_params.items():
         parse_params(name, tuple(sorted(params.items())))
+    _check_estimate_keys(spec.estimate)
     for key, value in spec.estimate.items():
         if not isinstance(value, (int, float, dict)) or isinstance(value, bool):
             raise UserError(f"experiment: [estimate] {key} must be a number, got {value!r}")
     if not 1 <= spec.full_max_pool <= INT_LIMIT:
         raise UserError(f"experiment: full_max_pool must be a positive integer, got {spec.full_max_pool}")
+
+
+def _check_estimate_keys(estimate: dict) -> None:
+    """[estimate] overrides tselect.experiment.COSTS; featurize_row = {<rep> = seconds}."""
+    from tselect.experiment import COSTS
+    from tselect.featurize import REPRESENTATIONS
+
+    _check_keys(estimate, (*COSTS, "featurize_row"), "[estimate]")
+    rows = estimate.get("featurize_row", {})
+    if isinstance(rows, dict):
+        _check_keys(rows, tuple(REPRESENTATIONS), "[estimate] featurize_row")
 
 
 def _check_names(spec: Spec) -> None:
