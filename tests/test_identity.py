@@ -10,7 +10,7 @@ import pytest
 
 from tselect import artifacts, identity
 from tselect.distance import DistanceConfig
-from tselect.evaluate import EvaluateConfig
+from tselect.evaluate import EvaluateConfig, hashed_config
 from tselect.experiment import ExperimentConfig
 from tselect.experiment.spec import Spec
 from tselect.featurize import FeaturizeConfig
@@ -94,7 +94,7 @@ def test_ids_are_unchanged_where_the_rule_restates_the_old_formula():
     ft = FinetuneConfig(selection="select-0123", budget=16, model="/some/model", train=TrainConfig(lr=2e-4, seed=1))
     assert cid("finetune", identity.hashed(ft), {"selection": "select-0123", "model": "fp"}) == "finetune-4e5354bdc479bc14"
     ev = EvaluateConfig(target="builtin:sciq", finetune="finetune-1", limit=20)
-    assert cid("evaluate", identity.hashed(ev), {"query": "q"}) == "evaluate-859e73af583172f3"
+    assert cid("evaluate", hashed_config(ev), {"query": "q"}) == "evaluate-859e73af583172f3"  # what evaluate.run hashes
     sc = SelectConfig(features="featurize-1", selector="round_robin", budget=8, params=(("k", "2"),))
     assert cid("select", identity.hashed(sc), {"features": "featurize-1"}) == "select-29720e1eedec2e6c"
     d = DistanceConfig(features="f", selection="s", budgets=(8, 2, 8))

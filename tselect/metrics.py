@@ -130,3 +130,13 @@ def mc_accuracy(loglikes: Sequence[Sequence[float]], golds: Sequence[int],
     acc = float(np.mean([p == g for p, g in zip(raw, golds)]))
     acc_norm = float(np.mean([q == g for q, g in zip(norm, golds)]))
     return MCResult(acc, acc_norm, raw, norm)
+
+
+def binomial_se(p: float | None, n: int) -> float | None:
+    """Standard error of an accuracy p measured on n independent items: sqrt(p (1 - p) / n).
+
+    (lm-eval-harness reports the sample version, sqrt(p (1 - p) / (n - 1)); the two differ by
+    under 1% from n = 50 on.) None when there is no accuracy or no item."""
+    if p is None or n < 1 or p != p:  # p != p: NaN
+        return None
+    return float(np.sqrt(p * (1.0 - p) / n))

@@ -37,12 +37,42 @@ def _print_version(value: bool) -> None:
 def _options(
     version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
                                           help="Print the version and exit")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="More detail on stderr (library logs at INFO)")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only errors on stderr: no progress, no notes")] = False,
 ) -> None:
     """Targeted instruction selection: featurize → select → finetune → evaluate → report."""
+    from tselect import progress
+
+    if verbose and quiet:
+        raise UserError("--verbose and --quiet contradict each other; pass one of them")
+    progress.VERBOSITY = 1 if verbose else -1 if quiet else 0
+    _OUTPUT.update(json=False, store=None)  # the subcommand's own options set them (parsed after this)
+    if verbose:
+        import logging
+
+        logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+
+
+# What `emit` prints: set by the --json and --store options of the command that runs (one per process).
+_OUTPUT: dict[str, Any] = {"json": False, "store": None}
+
+
+def _remember(key: str):
+    def callback(value):
+        _OUTPUT[key] = value
+        return value
+    return callback
+
 
 StoreOpt = Annotated[
     str | None,
-    typer.Option("--store", help="Artifact store directory [env: TSELECT_STORE; default ./.tselect]", show_default=False),
+    typer.Option("--store", help="Artifact store directory [env: TSELECT_STORE; default ./.tselect]", show_default=False,
+                 callback=_remember("store")),
+]
+JsonOpt = Annotated[
+    bool,
+    typer.Option("--json", help="Print the artifact's manifest as JSON on stdout (its id in the `id` field) instead of the bare id",
+                 callback=_remember("json")),
 ]
 
 
@@ -53,11 +83,37 @@ def root(store: str | None):
 
 
 def emit(artifact_id: str) -> None:
-    """Artifact ids are the only thing commands write to stdout; under torchrun only rank 0 writes
-    it, so `F=$(torchrun ... tselect featurize ...)` captures one id, not one per rank."""
-    if os.environ.get("RANK", "0") != "0" and "WORLD_SIZE" in os.environ:
+    """Artifact ids are the only thing commands write to stdout (or, with --json, the manifest);
+    under torchrun or `srun` only rank 0 writes it, so `F=$(torchrun ... tselect featurize ...)`
+    captures one id, not one per rank."""
+    if not is_rank_zero():
         return
-    typer.echo(artifact_id)
+    if not _OUTPUT["json"]:
+        typer.echo(artifact_id)
+        return
+    import json
+
+    typer.echo(json.dumps(manifest_json(artifact_id), indent=2, sort_keys=True))
+
+
+def is_rank_zero() -> bool:
+    """False on the non-zero ranks of a torchrun (RANK) or multi-task Slurm step (SLURM_PROCID)."""
+    env = os.environ
+    if "WORLD_SIZE" in env and env.get("RANK", "0") != "0":
+        return False
+    return not (int(env.get("SLURM_NTASKS", "1") or 1) > 1 and env.get("SLURM_PROCID", "0") != "0")
+
+
+def manifest_json(artifact_id: str) -> dict[str, Any]:
+    """The finished artifact's manifest with `id`, `stage` and `path`; an unfinished one (a shard
+    written, others pending) is {"id", "complete": false}."""
+    from tselect.artifacts import resolve
+
+    try:
+        art = resolve(root(_OUTPUT["store"]), artifact_id)
+    except UserError:
+        return {"id": artifact_id, "complete": False}
+    return {**art.manifest, "id": art.id, "stage": art.stage, "path": str(art.path), "complete": True}
 
 
 def make(cls: type, **kwargs: Any):

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from tselect.cli.app import StoreOpt, app, emit, root
+from tselect.cli.app import JsonOpt, StoreOpt, app, emit, root
 
 
 STAGES = ("warmup", "featurize", "scores", "select", "distance", "finetune", "evaluate", "experiment", "report")
@@ -211,6 +211,7 @@ def export(
     pool: Annotated[str | None, typer.Option(help="Read the pool from here (moved, copied or grown); rows are found by example id")] = None,
     scores: Annotated[bool, typer.Option("--scores", help="Add tselect_rank (1 = chosen first) and tselect_score to each row")] = False,
     indices: Annotated[bool, typer.Option("--indices", help="Write a JSON list of pool indices instead of rows")] = False,
+    json_out: JsonOpt = False,
     store: StoreOpt = None,
 ):
     """Write a selection's rows as they were read (their layout, fields and `id`), in selection order."""
@@ -281,6 +282,7 @@ def mix(
     budget: Annotated[str | None, typer.Option(help="Compare the first K of each order: a count, a fraction of the pool or 5%")] = None,
     key: Annotated[str, typer.Option(help="Example meta field to group by")] = "source_task",
     top: Annotated[int, typer.Option(help="Show this many groups")] = 12,
+    json_out: JsonOpt = False,
     store: StoreOpt = None,
 ):
     """Source-task mix of selections next to the pool's: is the selection enriched for the target?"""

@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from tselect.cli.app import StoreOpt, app, emit, make, root
+from tselect.cli.app import JsonOpt, StoreOpt, app, emit, make, root
+from tselect.cli.config_file import ConfigOpt
 
 
 @app.command()
@@ -15,6 +16,8 @@ def distance(
     features: Annotated[str, typer.Option(help="Feature artifact id: distances to its queries, in its space")],
     selection: Annotated[str, typer.Option(help="Selection artifact id over the same pool")],
     budget: Annotated[list[str] | None, typer.Option(help="Prefix size to measure (repeatable): a count, a fraction of the pool or 5%; default: the whole selection")] = None,
+    config: ConfigOpt = None,
+    json_out: JsonOpt = False,
     store: StoreOpt = None,
 ):
     """How close the first BUDGET selected examples sit to the queries (table on stderr)."""

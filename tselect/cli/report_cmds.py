@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from tselect.cli.app import StoreOpt, app, emit, make, parse_share, root, threads
+from tselect.cli.app import JsonOpt, StoreOpt, app, emit, make, parse_share, root, threads
 
 
 @app.command("run")
@@ -17,6 +17,7 @@ def run_grid(
     part: Annotated[str | None, typer.Option(help="Run only cells whose index ≡ i mod N, as i/N (split across hosts)")] = None,
     collect: Annotated[bool, typer.Option("--collect", help="Run nothing; write the experiment artifact if every cell exists")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List the cells and a rough cost estimate; run nothing")] = False,
+    json_out: JsonOpt = False,
     store: StoreOpt = None,
 ):
     """Run every cell of an experiment grid (cached cells are skipped); prints the experiment id."""
@@ -24,7 +25,7 @@ def run_grid(
 
     where, share = root(store), None if part is None else parse_share(part, "--part")
     if dry_run:
-        return print_plan(E.load_spec(experiment), share)
+        return print_plan(E.load_spec(experiment), share, where)
     threads()
     aid = E.run(make(E.ExperimentConfig, spec=str(experiment), part=share, collect=collect), where)
     if aid is not None:
@@ -36,6 +37,7 @@ def report(
     experiment: Annotated[str, typer.Argument(help="Experiment artifact id (from `tselect run`)")],
     out: Annotated[Path | None, typer.Option(help="Also copy the report directory here")] = None,
     metric: Annotated[str, typer.Option(help="acc, acc_norm, em, f1, num_em, query_loss or auto (per target)")] = "auto",
+    json_out: JsonOpt = False,
     store: StoreOpt = None,
 ):
     """Tables, plots, diagnostics and a recommendation for an experiment; prints the report id."""
@@ -53,25 +55,28 @@ def report(
     emit(aid)
 
 
-def print_plan(spec, part: tuple[int, int] | None) -> None:
-    """The cells (index, part, key) and the estimate, on stderr."""
+def print_plan(spec, part: tuple[int, int] | None, where: Path) -> None:
+    """The cells (index, part, key, done or to run) and the estimate for the cells still to run, on stderr."""
     from rich.console import Console
     from rich.table import Table
 
-    from tselect.experiment import estimate, plan
+    from tselect.experiment import cell_done, cell_id, estimate, plan
 
     ident = spec.identity()
     cells = plan(spec, ident.n_pool)
     mine = [(k, c) for k, c in enumerate(cells) if part is None or k % part[1] == part[0]]
-    table = Table("#", "part", "kind", "cell", title=f"{spec.name}: {len(mine)} of {len(cells)} cells")
+    done = {k for k, c in mine if cell_done(where, cell_id(spec, c, ident.cell_inputs(c)))}
+    table = Table("#", "part", "kind", "cell", "status",
+                  title=f"{spec.name}: {len(mine)} of {len(cells)} cells, {len(done)} done (cached)")
     for k, c in mine:
-        table.add_row(str(k), str(k % part[1]) if part else "-", c.kind, c.key)
+        table.add_row(str(k), str(k % part[1]) if part else "-", c.kind, c.key, "done" if k in done else "to run")
     console = Console(stderr=True)
     console.print(table)
-    est = estimate(spec, [c for _, c in mine], ident.n_pool)
+    est = estimate(spec, [c for k, c in mine if k not in done], ident.n_pool)
     hours = est.pop("seconds") / 3600
     console.print(", ".join(f"{k.replace('_', ' ')} {v}" for k, v in est.items())
-                  + f"\nrough wall time: {hours:.1f} h (per-unit costs: tselect.experiment.COSTS; an \\[estimate] table overrides them)")
+                  + f"\nrough wall time of the cells to run: {hours:.1f} h (per-unit costs: tselect.experiment.COSTS; "
+                  "an \\[estimate] table overrides them)")
 
 
 def print_summary(path: Path) -> None:

@@ -7,7 +7,8 @@ from typing import Annotated
 import typer
 
 from tselect.cli import data_opts as D
-from tselect.cli.app import StoreOpt, app, emit, make, root
+from tselect.cli.app import JsonOpt, StoreOpt, app, emit, make, root
+from tselect.cli.config_file import ConfigOpt
 from tselect.data.tokenize import MAX_LENGTH
 
 
@@ -26,6 +27,8 @@ def score(
     dedup: D.DedupOpt = False,
     revision: D.RevisionOpt = None,
     allow_download: D.AllowDownloadOpt = False,
+    config: ConfigOpt = None,
+    json_out: JsonOpt = False,
     store: StoreOpt = None,
 ):
     """Score every pool example (higher = select first; NaN = dropped); order with `select --selector score`."""

@@ -7,7 +7,8 @@ from typing import Annotated
 import typer
 
 from tselect.cli import data_opts as D
-from tselect.cli.app import StoreOpt, app, emit, make, parse_share, root
+from tselect.cli.app import JsonOpt, StoreOpt, app, emit, make, parse_share, root
+from tselect.cli.config_file import ConfigOpt
 from tselect.data.tokenize import MAX_LENGTH
 from tselect.errors import UserError
 
@@ -48,6 +49,8 @@ def featurize(
     max_tokens: Annotated[int | None, typer.Option(help="less: token budget per batch (rows x padded width); default from free GPU memory")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="less: print rows, tokens, batches, peak memory and time from the model config (no weights), then stop")] = False,
     plan_device: Annotated[str | None, typer.Option(help="--dry-run: plan for h100, h200, a100 or l40s instead of the detected device")] = None,
+    config: ConfigOpt = None,
+    json_out: JsonOpt = False,
     store: StoreOpt = None,
 ):
     """Turn pool and query examples into a feature store (one unit row per example)."""
@@ -96,7 +99,7 @@ def representations():
 
 
 @app.command()
-def merge(artifact: str, store: StoreOpt = None):
+def merge(artifact: str, json_out: JsonOpt = False, store: StoreOpt = None):
     """Finish a sharded featurize artifact once every shard has written its chunks."""
     from tselect import featurize as stage
 
@@ -114,6 +117,8 @@ def select(
     param: Annotated[list[str] | None, typer.Option("--param", "-p", help="Selector parameter NAME=VALUE (repeatable)")] = None,
     scores: Annotated[str | None, typer.Option(help="Score artifact id (score-based selectors)")] = None,
     exclude: Annotated[list[str] | None, typer.Option(help="Selection id to exclude (repeatable; strict_random)")] = None,
+    config: ConfigOpt = None,
+    json_out: JsonOpt = False,
     store: StoreOpt = None,
 ):
     """Order pool examples for the queries; every budget is a prefix of the order."""
@@ -144,6 +149,8 @@ def warmup(
     dedup: D.DedupOpt = False,
     revision: D.RevisionOpt = None,
     allow_download: D.AllowDownloadOpt = False,
+    config: ConfigOpt = None,
+    json_out: JsonOpt = False,
     store: StoreOpt = None,
 ):
     """LESS warmup: LoRA checkpoints (adapter + Adam moments by name) per epoch. `featurize --rep less` runs it when missing."""

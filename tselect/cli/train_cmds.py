@@ -7,7 +7,8 @@ from typing import Annotated
 import typer
 
 from tselect.cli import data_opts as D
-from tselect.cli.app import StoreOpt, app, emit, make, root
+from tselect.cli.app import JsonOpt, StoreOpt, app, emit, make, root
+from tselect.cli.config_file import ConfigOpt
 from tselect.data.tokenize import MAX_LENGTH
 
 
@@ -38,6 +39,8 @@ def finetune(
     max_grad_norm: Annotated[float, typer.Option(help="Gradient clipping (0 = off)")] = 1.0,
     max_length: Annotated[int, typer.Option(help="Tokens per row")] = MAX_LENGTH,
     seed: Annotated[int, typer.Option(help="Seed for init, dropout and data order")] = 0,
+    config: ConfigOpt = None,
+    json_out: JsonOpt = False,
     store: StoreOpt = None,
 ):
     """Fine-tune (LoRA by default) on the first K examples of a selection; prints the finetune id."""
@@ -81,6 +84,7 @@ def evaluate(
     eval_data: Annotated[str | None, typer.Option(help="Eval split file (default <target>:eval for builtins)")] = None,
     finetune: Annotated[str | None, typer.Option(help="Finetune id; omit for the zero-shot base model")] = None,
     model: Annotated[str | None, typer.Option(help="Base model dir or hub id in the local cache when no --finetune (default: embedded)")] = None,
+    adapter: Annotated[str | None, typer.Option(help="A peft adapter dir (made by any tool) applied to --model (default: the base it names)")] = None,
     revision: D.RevisionOpt = None,
     allow_download: D.AllowDownloadOpt = False,
     fmt: Annotated[str | None, typer.Option("--format", help="Row format of target/eval files")] = None,
@@ -93,13 +97,19 @@ def evaluate(
     max_length: Annotated[int, typer.Option(help="Token limit per sequence")] = MAX_LENGTH,
     max_new_tokens: Annotated[int, typer.Option(help="Generation length for EM/F1 rows")] = 32,
     metrics: Annotated[str, typer.Option(help="all (losses + task metrics) or loss (query and held-out loss only)")] = "all",
+    shots: Annotated[int, typer.Option(help="Few-shot: K solved query-split rows before each eval item (left out of the query loss)")] = 0,
+    shot_seed: Annotated[int, typer.Option(help="Seed of the draw of the --shots rows")] = 0,
+    config: ConfigOpt = None,
+    json_out: JsonOpt = False,
     store: StoreOpt = None,
 ):
     """Query loss and task metrics of a fine-tuned (or the zero-shot base) model; prints the evaluate id."""
     from tselect import evaluate as stage
 
     cfg = make(stage.EvaluateConfig, target=D.required(target, "--target", demo), eval_data=eval_data, finetune=finetune,
-               model=D.model_spec(model, revision, allow_download), fmt=fmt, prompt_format=prompt_format, limit=limit,
+               model=D.model_spec(model, revision, allow_download), adapter=adapter, fmt=fmt,
+               prompt_format=prompt_format, limit=limit,
                batch_size=batch_size, max_length=max_length, max_new_tokens=max_new_tokens, split=split,
-               eval_split=eval_split, columns=D.columns(columns), metrics=metrics)
+               eval_split=eval_split, columns=D.columns(columns), metrics=metrics,
+               shots=shots, shot_seed=shot_seed)
     emit(stage.run(cfg, root(store)))

@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 from tselect import artifacts, identity, progress, store
 from tselect.data.tokenize import MAX_LENGTH
 from tselect.errors import UserError
-from tselect.metrics import exact_match, extract_number, mc_accuracy, token_f1
+from tselect.metrics import binomial_se, exact_match, extract_number, mc_accuracy, token_f1
 
 PLAIN_CUE = "\nAnswer:"  # plain (no chat template) prompts end with this cue, lm-eval cloze style
 
@@ -33,7 +33,10 @@ class EvaluateConfig:
     finetune: str | None = None
     """Finetune artifact id to evaluate; None = the base model (zero-shot)."""
     model: str | None = None
-    """Base model dir when no finetune is given; None = the embedded SmolLM2."""
+    """Base model dir when no finetune is given; None = the embedded SmolLM2 (with --adapter: the
+    adapter's base_model_name_or_path)."""
+    adapter: str | None = None
+    """A peft adapter directory (any, not only tselect's) applied to `model`."""
     fmt: str | None = None
     """Row format of target/eval files (chat, sharegpt, alpaca, prompt, text); None = auto-detect."""
     prompt_format: str = "chat"
@@ -55,10 +58,15 @@ class EvaluateConfig:
 
     metrics: str = "all"
     """"all": query loss, held-out loss and task metrics; "loss": query and held-out loss only."""
+    shots: int = 0
+    """Few-shot: K solved examples from the target's query split before each eval item (0 = zero-shot)."""
+    shot_seed: int = 0
+    """Seed of the draw of the K shots."""
 
     NOT_HASHED: ClassVar[dict[str, str]] = {
         "target": "enters the id by content hash (inputs: query)", "eval_data": "enters the id by content hash (inputs: eval)",
         "finetune": "artifact id in the inputs", "model": "enters the id by content fingerprint (inputs), never by path",
+        "adapter": "enters the id by the sha256 of its files (inputs: adapter), never by path",
         "fmt": "only parses the data, whose content hashes are inputs",
         "split": "the rows it picks enter the id by content hash", "eval_split": "the rows it picks enter the id by content hash", "columns": "the rows it picks enter the id by content hash"}
 
@@ -69,6 +77,8 @@ class EvaluateConfig:
             raise ValueError(f"--prompt-format {self.prompt_format!r} is unknown; use one of {', '.join(PROMPTS)}")
         if self.limit is not None and self.limit < 1:
             raise ValueError(f"--limit must be >= 1, got {self.limit}")
+        if self.shots < 0:
+            raise ValueError(f"--shots must be >= 0, got {self.shots}")
         if self.batch_size < 1 or self.max_length < 8:
             raise ValueError(f"--batch-size {self.batch_size} / --max-length {self.max_length}: need >= 1 / >= 8")
 
@@ -140,7 +150,9 @@ def score_mc(model, tok, examples, cfg: EvaluateConfig, riders: dict[str, list[i
     res = mc_accuracy(lls, golds, lengths)
     per = [{"id": ex.id, "loglikes": ll, "gold": g, "pred": p, "pred_norm": q}
            for ex, ll, g, p, q in zip(examples, lls, golds, res.pred, res.pred_norm)]
-    out = {"n": len(examples), "acc": res.acc, "acc_norm": res.acc_norm, "per_example": per}
+    n = len(examples)
+    out = {"n": n, "acc": res.acc, "acc_se": binomial_se(res.acc, n), "acc_norm": res.acc_norm,
+           "acc_norm_se": binomial_se(res.acc_norm, n), "per_example": per}
     return {**out, "riders": ridden} if riders else out
 
 
@@ -190,8 +202,9 @@ def generate_scored(model, tok, examples, cfg: EvaluateConfig) -> dict[str, Any]
         per.append({"id": ex.id, "pred": pred, "em": exact_match(pred, golds), "f1": token_f1(pred, golds),
                     "num_em": None if gold_num is None else float(extract_number(pred) == gold_num)})
     nums = [r["num_em"] for r in per if r["num_em"] is not None]
-    return {"n": len(per), "em": _mean([r["em"] for r in per]), "f1": _mean([r["f1"] for r in per]),
-            "num_em": _mean(nums), "n_numeric": len(nums), "per_example": per}
+    em, num_em = _mean([r["em"] for r in per]), _mean(nums)
+    return {"n": len(per), "em": em, "em_se": binomial_se(em, len(per)), "f1": _mean([r["f1"] for r in per]),
+            "num_em": num_em, "num_em_se": binomial_se(num_em, len(nums)), "n_numeric": len(nums), "per_example": per}
 
 
 def _mean(xs: list[float]) -> float | None:
@@ -250,6 +263,10 @@ def _subject(cfg: EvaluateConfig, root: Path) -> tuple[dict[str, str], Any]:
     """(identity for the artifact id, loader returning (model, tokenizer)); loads nothing yet."""
     from tselect.models import load_model, resolve_model
 
+    if cfg.adapter is not None:
+        if cfg.finetune is not None:
+            raise UserError("--adapter and --finetune both name trained weights; pass one of them")
+        return _external_adapter(cfg)
     if cfg.finetune is None:
         ref = resolve_model(cfg.model)
         return {"model": ref.fingerprint}, lambda: load_model(ref)
@@ -260,6 +277,37 @@ def _subject(cfg: EvaluateConfig, root: Path) -> tuple[dict[str, str], Any]:
     if art.record.get("output", "adapter") == "adapter":
         _check_base(art)
     return {"finetune": art.id}, lambda: LOADERS[art.record.get("output", "adapter")](art)
+
+
+def _external_adapter(cfg: EvaluateConfig) -> tuple[dict[str, str], Any]:
+    """A peft adapter directory made anywhere, on --model (default: the base it names)."""
+    import hashlib
+    import json
+
+    from tselect.models import file_sha256, load_model, quiet_transformers, resolve_model
+
+    directory = Path(cfg.adapter).expanduser()
+    conf_path = directory / "adapter_config.json"
+    if not conf_path.is_file():
+        raise UserError(f"--adapter {cfg.adapter}: no adapter_config.json there; pass a peft adapter directory "
+                        "(one written by `save_pretrained`, e.g. <finetune artifact>/adapter)")
+    try:
+        base = json.loads(conf_path.read_text()).get("base_model_name_or_path")
+    except (ValueError, UnicodeDecodeError):
+        raise UserError(f"--adapter {cfg.adapter}: adapter_config.json is not valid JSON") from None
+    ref = resolve_model(cfg.model or base)
+    digest = hashlib.sha256()
+    for f in sorted(p for p in directory.iterdir() if p.is_file() and p.name.startswith("adapter_")):
+        digest.update(f"{f.name}:{file_sha256(f)}\n".encode())
+
+    def load():
+        from peft import PeftModel
+
+        model, tok = load_model(ref)
+        with quiet_transformers():
+            return PeftModel.from_pretrained(model, str(directory)).eval(), tok
+
+    return {"model": ref.fingerprint, "adapter": digest.hexdigest()}, load
 
 
 def eval_spec(cfg: EvaluateConfig) -> str | None:
@@ -289,12 +337,32 @@ def _datasets(cfg: EvaluateConfig):
     return query, evalset
 
 
+def _shots(cfg: EvaluateConfig, query) -> tuple[list, list]:
+    """(the few-shot examples, the query rows scored for the query loss: the first --limit of the rest)."""
+    from tselect.evaluate.fewshot import draw_shots
+
+    shots = draw_shots(list(query.examples), cfg.shots, cfg.shot_seed) if cfg.shots else []
+    taken = {ex.id for ex in shots}
+    return shots, [ex for ex in query.examples if ex.id not in taken][: cfg.limit]
+
+
+def _add_shots(cfg: EvaluateConfig, rows: list, shots: list) -> list:
+    from tselect.evaluate import fewshot
+
+    if not shots:
+        return rows
+    if cfg.prompt_format == "plain":
+        return [fewshot.with_shots_plain(ex, shots, PLAIN_CUE) for ex in rows]
+    return [fewshot.with_shots_chat(ex, shots) for ex in rows]
+
+
 def _measure(cfg: EvaluateConfig, model, tok, query, evalset) -> dict[str, Any]:
     rows = list(evalset.examples[: cfg.limit]) if evalset is not None else []
-    mc_rows = [ex for ex in rows if "choices" in ex.meta and "gold" in ex.meta]
-    gen_rows = [ex for ex in rows if "answers" in ex.meta and not ("choices" in ex.meta and "gold" in ex.meta)]
+    shots, query_rows = _shots(cfg, query)
+    mc_rows = _add_shots(cfg, [ex for ex in rows if "choices" in ex.meta and "gold" in ex.meta], shots)
+    gen_rows = _add_shots(cfg, [ex for ex in rows if "answers" in ex.meta and not ("choices" in ex.meta and "gold" in ex.meta)], shots)
     out: dict[str, Any] = {
-        "query": query_losses(model, tok, list(query.examples[: cfg.limit]), cfg.batch_size, cfg.max_length),
+        "query": query_losses(model, tok, query_rows, cfg.batch_size, cfg.max_length),
         "eval": {"n": len(rows), "n_unscored": len(rows) - len(mc_rows) - len(gen_rows)},
     }
     if rows:  # the held-out loss (eval rows are never used for selection) and MC, sharing prompts
@@ -303,6 +371,8 @@ def _measure(cfg: EvaluateConfig, model, tok, query, evalset) -> dict[str, Any]:
             out["eval"]["mc"] = mc
     if gen_rows:
         out["eval"]["generation"] = generate_scored(model, tok, gen_rows, cfg)
+    if shots:
+        out["shots"] = [ex.id for ex in shots]
     return out
 
 
@@ -326,8 +396,23 @@ def _summary(metrics: dict[str, Any]) -> dict[str, Any]:
     mc, gen = ev.get("mc", {}), ev.get("generation", {})
     return {"query_loss": metrics["query"]["loss"], "eval_loss": ev.get("loss", {}).get("loss"),
             "n_query": metrics["query"]["n"], "n_eval": ev["n"],
-            "acc": mc.get("acc"), "acc_norm": mc.get("acc_norm"), "em": gen.get("em"), "f1": gen.get("f1"),
-            "num_em": gen.get("num_em")}
+            "acc": mc.get("acc"), "acc_se": mc.get("acc_se"), "acc_norm": mc.get("acc_norm"),
+            "acc_norm_se": mc.get("acc_norm_se"), "em": gen.get("em"), "em_se": gen.get("em_se"), "f1": gen.get("f1"),
+            "num_em": gen.get("num_em"), "num_em_se": gen.get("num_em_se")}
+
+
+def accuracy_text(record: dict[str, Any]) -> str:
+    """': acc 0.620 ± 0.049 (n=100), ...' for the accuracies a record holds (± one standard error)."""
+    parts = [f"{k} {record[k]:.3f} ± {record[f'{k}_se']:.3f}" for k in ("acc", "acc_norm", "em", "num_em")
+             if record.get(k) is not None and record.get(f"{k}_se") is not None]
+    return f": {', '.join(parts)} (n={record.get('n_eval')})" if parts else ""
+
+
+def hashed_config(cfg: EvaluateConfig) -> dict[str, Any]:
+    """The config part of the id. Measurements made before --metrics existed keep their ids ("all"
+    is not hashed), and zero-shot ones made before --shots existed too (shots=0 is not hashed)."""
+    return identity.hashed(cfg, also_excluded=(("metrics",) if cfg.metrics == "all" else ())
+                           + (("shots", "shot_seed") if cfg.shots == 0 else ()))
 
 
 def run(cfg: EvaluateConfig, root: Path) -> str:
@@ -336,20 +421,20 @@ def run(cfg: EvaluateConfig, root: Path) -> str:
     inputs = {**subject, "query": query.content_hash}
     if evalset is not None:
         inputs["eval"] = evalset.content_hash
-    # The measurements made before --metrics existed keep their ids: "all" is not hashed.
-    hashed = identity.hashed(cfg, also_excluded=("metrics",) if cfg.metrics == "all" else ())
+    hashed = hashed_config(cfg)
 
     def write(build: artifacts.Build) -> None:
         model, tok = load()
         start = time.perf_counter()
         metrics = MEASURES[cfg.metrics](cfg, model, tok, query, evalset)
         facts = {"target": cfg.target, "eval_data": eval_spec(cfg), "finetune": cfg.finetune,
-                 "model": cfg.model, "prompt_format": cfg.prompt_format, "limit": cfg.limit,
-                 "metrics_mode": cfg.metrics}
+                 "model": cfg.model, "adapter": cfg.adapter, "prompt_format": cfg.prompt_format, "limit": cfg.limit,
+                 "metrics_mode": cfg.metrics, "shots": cfg.shots}
         store.write_json(build.path / "metrics.json", {**facts, **metrics})
         build.record(**facts, **_summary(metrics), seconds=round(time.perf_counter() - start, 3),
                      device=str(next(model.parameters()).device))
 
     aid = artifacts.produce(root, "evaluate", hashed, inputs, write)
-    progress.note(f"evaluate {cfg.finetune or cfg.model or 'builtin:smollm2'} on {cfg.target} → {aid}")
+    progress.note(f"evaluate {cfg.finetune or cfg.model or 'builtin:smollm2'} on {cfg.target} → {aid}"
+                  + accuracy_text(artifacts.resolve(root, aid).record))
     return aid

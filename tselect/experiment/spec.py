@@ -180,6 +180,12 @@ class Identity:
 def _make(cls, **kwargs):
     from tselect.validate import check_config_values
 
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(kwargs) - known)
+    if unknown:
+        section = {"TrainConfig": "[finetune]", "EvaluateConfig": "[evaluate]"}.get(cls.__name__, cls.__name__)
+        raise UserError(f"experiment: unknown key {unknown[0]!r} in {section}; valid keys: {', '.join(sorted(known))}")
+
     check_config_values(cls, kwargs, f"experiment: {cls.__name__} option")
     try:
         return cls(**kwargs)
@@ -222,8 +228,8 @@ def _validate(spec: Spec) -> None:
     """Build every stage config the grid will use (featurize per rep and target, train per seed,
     evaluate per target, selector parameters): their checks run now."""
     from tselect.select import parse_params
-    from tselect.select.registry import SELECTORS
 
+    _check_names(spec)
     for rep in spec.representations:
         for target in spec.targets:
             spec.featurize_config(rep, target)
@@ -232,13 +238,38 @@ def _validate(spec: Spec) -> None:
     for target in spec.targets:
         spec.evaluate_config(target, None)
     for name, params in spec.selector_params.items():
-        if name in SELECTORS:
-            parse_params(name, tuple(sorted(params.items())))
+        parse_params(name, tuple(sorted(params.items())))
+    _check_estimate_keys(spec.estimate)
     for key, value in spec.estimate.items():
         if not isinstance(value, (int, float, dict)) or isinstance(value, bool):
             raise UserError(f"experiment: [estimate] {key} must be a number, got {value!r}")
     if not 1 <= spec.full_max_pool <= INT_LIMIT:
         raise UserError(f"experiment: full_max_pool must be a positive integer, got {spec.full_max_pool}")
+
+
+def _check_estimate_keys(estimate: dict) -> None:
+    """[estimate] overrides tselect.experiment.COSTS; featurize_row = {<rep> = seconds}."""
+    from tselect.experiment import COSTS
+    from tselect.featurize import REPRESENTATIONS
+
+    _check_keys(estimate, (*COSTS, "featurize_row"), "[estimate]")
+    rows = estimate.get("featurize_row", {})
+    if isinstance(rows, dict):
+        _check_keys(rows, tuple(REPRESENTATIONS), "[estimate] featurize_row")
+
+
+def _check_names(spec: Spec) -> None:
+    """Representation and selector names, wherever the TOML names one, are registered ones."""
+    from tselect.featurize import REPRESENTATIONS
+    from tselect.select.registry import SELECTORS
+
+    q = spec.quantile
+    reps = [*spec.representations, *spec.rep_options, *(q.representations if q else ())]
+    sels = [*spec.selectors, *spec.selector_params, *((q.selector,) if q else ())]
+    for where, names, known in (("representation", reps, REPRESENTATIONS), ("selector", sels, SELECTORS)):
+        bad = [n for n in names if n not in known]
+        if bad:
+            raise UserError(f"experiment: unknown {where} {bad[0]!r}; valid: {', '.join(known)}")
 
 
 def _table(raw: dict, key: str, where: str) -> dict:
