@@ -1,0 +1,104 @@
+"""`torchrun --nproc_per_node 2 -m tselect finetune` on CPU (gloo) against one process.
+
+Two ranks of micro-batch 1 make an optimizer step of 2 rows, as one process with micro-batch 1
+and 2 accumulation steps does, over the same data order: the adapters agree up to float
+summation order, and both runs publish the same artifact id (the launch is not part of it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+# lora_dropout 0: dropout masks are drawn per rank, so they would differ from one process's
+TRAIN = ["finetune", "--selection", "full", "--budget", "16", "--batch-size", "1", "--effective-batch-size", "2",
+         "--epochs", "1", "--lr", "1e-2", "--warmup-ratio", "0", "--max-length", "64", "--lora-dropout", "0"]
+
+
+def _env() -> dict:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "TSELECT_THREADS": "1", "TSELECT_PROGRESS": "0",
+            "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+
+
+def _tselect(args: list[str], nproc: int = 1) -> subprocess.CompletedProcess:
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"] \
+        if nproc > 1 else [sys.executable]
+    proc = subprocess.run([*launch, "-m", "tselect", *args], capture_output=True, text=True, env=_env(), timeout=300)
+    assert proc.returncode == 0, [line for line in proc.stderr.splitlines() if "rror" in line][:20]
+    return proc
+
+
+def _weights(path: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(path))
+
+
+@pytest.fixture
+def pool(tmp_path):
+    from tests.conftest import toy_rows
+
+    p = tmp_path / "pool.jsonl"
+    p.write_text("".join(json.dumps(r) + "\n" for r in toy_rows()))
+    return p
+
+
+@pytest.mark.slow
+def test_lora_ddp_matches_one_process(tmp_path, pool, tiny_model_dir):
+    common = [*TRAIN, "--pool", str(pool), "--model", str(tiny_model_dir)]
+    ddp = _tselect([*common, "--store", str(tmp_path / "ddp")], nproc=2)
+    one = _tselect([*common, "--store", str(tmp_path / "one")])
+    ids = ddp.stdout.split()
+    assert len(ids) == 1, ddp.stdout  # only rank 0 prints the id
+    assert ids == one.stdout.split()
+    art = tmp_path / "ddp" / "finetune" / ids[0]
+    manifest = json.loads((art / "manifest.json").read_text())
+    assert manifest["record"]["cost"]["world_size"] == 2
+    assert manifest["record"]["schedule"]["optimizer_steps"] == 8
+    assert not list((tmp_path / "ddp" / "finetune").glob("*.part"))  # published, nothing left half-written
+    a = _weights(art / "adapter" / "adapter_model.safetensors")
+    b = _weights(tmp_path / "one" / "finetune" / ids[0] / "adapter" / "adapter_model.safetensors")
+    assert a.keys() == b.keys() and a
+    moved = max(float(t.abs().max()) for k, t in b.items() if "lora_B" in k)
+    assert moved > 1e-3  # the runs trained (lora_B starts at zero)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5)
+    curve_a = json.loads((art / "train_curve.json").read_text())
+    curve_b = json.loads((tmp_path / "one" / "finetune" / ids[0] / "train_curve.json").read_text())
+    assert curve_a["lr"] == pytest.approx(curve_b["lr"])
+
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), str(art / "adapter"))
+    # a second launch finds the artifact: every rank returns at once, rank 0 prints the same id
+    assert _tselect([*common, "--store", str(tmp_path / "ddp")], nproc=2).stdout.split() == ids
+
+
+def test_rank_helpers_are_the_identity_in_one_process(monkeypatch):
+    from tselect import distributed
+
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert (distributed.rank(), distributed.world_size()) == (0, 1)
+    assert distributed.broadcast({"x": 1}) == {"x": 1}
+    assert distributed.gather(3) == [3]
+    assert list(distributed.shard(5)) == [0, 1, 2, 3, 4]
+
+
+def test_shards_cover_every_item_once_in_order(monkeypatch):
+    from tselect import distributed
+
+    for n in (0, 1, 5, 8):
+        parts = []
+        for r in range(3):
+            monkeypatch.setenv("WORLD_SIZE", "3")
+            monkeypatch.setenv("RANK", str(r))
+            parts += list(distributed.shard(n))
+        assert parts == list(range(n))
