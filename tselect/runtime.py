@@ -58,26 +58,36 @@ def optimizer_name(rt: Runtime, cuda: bool) -> str:
     return rt.optim
 
 
-def uses_fsdp(rt: Runtime, method: str, world: int) -> bool:
-    if world <= 1:
+def uses_fsdp(rt: Runtime, method: str, world: int, gpu: bool = True) -> bool:
+    """FSDP for this run? Only on GPUs: accelerate turns FSDP on for multi-GPU-like device types
+    and runs a multi-CPU (gloo) job as DDP whatever is asked, so on CPU --sharding fsdp is refused
+    and auto means DDP."""
+    from tselect.errors import UserError
+
+    wanted = world > 1 and (rt.sharding == "fsdp" or (rt.sharding == "auto" and method == "full"))
+    if wanted and not gpu:
+        if rt.sharding == "fsdp":
+            raise UserError("--sharding fsdp needs GPUs (accelerate runs CPU processes as DDP); "
+                            "use --sharding auto or ddp on this machine")
         return False
-    return rt.sharding == "fsdp" or (rt.sharding == "auto" and method == "full")
+    return wanted
 
 
-def sharding_args(rt: Runtime, method: str, world: int, model) -> dict[str, Any]:
+def sharding_args(rt: Runtime, method: str, world: int, model, gpu: bool) -> dict[str, Any]:
     """TrainingArguments fields for DDP / FSDP and activation checkpointing.
 
     FSDP: full shard, one unit per decoder layer (the model's `_no_split_modules`), activation
     checkpointing inside FSDP (the Trainer refuses both FSDP's and its own), full state dict
     gathered on rank 0 for saving. DDP: LoRA leaves the frozen base out of the reducer.
     """
-    if uses_fsdp(rt, method, world):
+    if uses_fsdp(rt, method, world, gpu):
+        # FSDP2 (transformers' default version): reshard_after_forward = full shard
+        config = {"version": 2, "reshard_after_forward": True, "activation_checkpointing": True,
+                  "state_dict_type": "FULL_STATE_DICT"}
         layers = list(getattr(model, "_no_split_modules", None) or [])
-        config = {"activation_checkpointing": True, "use_orig_params": True, "sync_module_states": True,
-                  "state_dict_type": "FULL_STATE_DICT", "limit_all_gathers": True}
         if layers:
-            config["transformer_layer_cls_to_wrap"] = layers
-        return {"fsdp": "full_shard auto_wrap", "fsdp_config": config}
+            config.update(auto_wrap_policy="TRANSFORMER_BASED_WRAP", transformer_layer_cls_to_wrap=layers)
+        return {"fsdp": True, "fsdp_config": config}
     out: dict[str, Any] = {"ddp_find_unused_parameters": False} if world > 1 else {}
     if rt.gradient_checkpointing:
         # non-reentrant: works with a frozen base (LoRA) without forcing input grads

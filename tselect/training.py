@@ -245,7 +245,7 @@ def _training_args(cfg: TrainConfig, out_dir: str, save_steps: int | None = None
         # DDP averages gradients over ranks; counting label tokens over all ranks keeps the
         # objective the token mean of the whole optimizer step, as in one process.
         average_tokens_across_devices=True,
-        **sharding_args(rt, cfg.method, world, model),
+        **sharding_args(rt, cfg.method, world, model, cuda),
     )
 
 
@@ -346,6 +346,9 @@ def train(model, rows: Sequence, cfg: TrainConfig, pad_id: int,
         "wall_seconds": round(wall, 3),
         "tokens_seen": sum(tokens) if tokens else collator.tokens_seen,
         "world_size": distributed.world_size(),
+        "sharding": "fsdp" if trainer.is_fsdp_enabled else ("ddp" if distributed.world_size() > 1 else "none"),
+        "gradient_checkpointing": bool(trainer.args.gradient_checkpointing or trainer.is_fsdp_enabled),
+        "optim": str(trainer.args.optim.value if hasattr(trainer.args.optim, "value") else trainer.args.optim),
         "examples_seen": len(data) * cfg.epochs,
         "examples_per_second": round(len(data) * cfg.epochs / max(wall, 1e-9), 3),
         "optimizer_steps": trainer.state.global_step,

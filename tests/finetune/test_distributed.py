@@ -82,6 +82,34 @@ def test_lora_ddp_matches_one_process(tmp_path, pool, tiny_model_dir):
     assert _tselect([*common, "--store", str(tmp_path / "ddp")], nproc=2).stdout.split() == ids
 
 
+@pytest.mark.slow
+def test_full_finetune_on_two_cpu_ranks_matches_one_process(tmp_path, pool, tiny_model_dir):
+    """--method full under torchrun. On GPUs this is FSDP full shard; on CPU accelerate runs gloo
+    processes as DDP (it enables FSDP only for GPU-like device types), so this checks the DDP path,
+    the rank-0 save of a whole model, and that --sharding fsdp is refused on CPU in one line."""
+    common = [*TRAIN, "--method", "full", "--pool", str(pool), "--model", str(tiny_model_dir)]
+    two = _tselect([*common, "--store", str(tmp_path / "two")], nproc=2)
+    one = _tselect([*common, "--store", str(tmp_path / "one")])
+    (aid,) = two.stdout.split()
+    assert [aid] == one.stdout.split()
+    art = tmp_path / "two" / "finetune" / aid
+    cost = json.loads((art / "manifest.json").read_text())["record"]["cost"]
+    assert (cost["world_size"], cost["sharding"]) == (2, "ddp")
+    a, b = _weights(art / "model" / "model.safetensors"), _weights(tmp_path / "one" / "finetune" / aid / "model" / "model.safetensors")
+    base = _weights(next(Path(tiny_model_dir).glob("*.safetensors")))
+    assert max(float((b[k] - base[k]).abs().max()) for k in base) > 1e-3  # it trained
+    for k in b:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5)
+    from transformers import AutoModelForCausalLM
+
+    AutoModelForCausalLM.from_pretrained(art / "model")
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    refused = subprocess.run([*launch, "-m", "tselect", *common, "--sharding", "fsdp", "--store", str(tmp_path / "x")],
+                             capture_output=True, text=True, env=_env(), timeout=300)
+    assert refused.returncode != 0 and "error: --sharding fsdp needs GPUs" in refused.stderr
+    assert not list((tmp_path / "x").glob("finetune/finetune-*[!k]"))  # no artifact, no .part (a .lock at most)
+
+
 def test_rank_helpers_are_the_identity_in_one_process(monkeypatch):
     from tselect import distributed
 
