@@ -90,3 +90,38 @@ def shard(n: int) -> range:
     size, r = world_size(), rank()
     lo, hi = n * r // size, n * (r + 1) // size
     return range(lo, hi)
+
+
+def launch(launcher: str, config: Any, store: str) -> str:
+    """Run one stage config as `<launcher> -m tselect run-config <file>` and return the id it prints.
+
+    `launcher` is a command line such as "torchrun --nproc_per_node 8" (or "accelerate launch
+    --num_processes 8"); the config travels as a pickle of the frozen dataclass (same code on
+    both sides), the id comes back as the last line of the launched run's stdout (rank 0's).
+    """
+    import pickle
+    import shlex
+    import subprocess
+    import sys
+    import tempfile
+
+    from tselect.errors import UserError
+
+    argv = shlex.split(launcher)
+    if not argv:
+        raise UserError("--launcher is empty; pass a command such as \"torchrun --nproc_per_node 8\"")
+    with tempfile.NamedTemporaryFile(prefix="tselect-cfg-", suffix=".pkl", delete=False) as f:
+        pickle.dump(config, f)
+    try:
+        proc = subprocess.run([*argv, "-m", "tselect", "run-config", f.name, "--store", store],
+                              stdout=subprocess.PIPE, stderr=None, text=True)  # stderr: the user's terminal
+    except FileNotFoundError:
+        raise UserError(f"--launcher {launcher!r}: {argv[0]} is not on PATH; use e.g. "
+                        f"\"{sys.executable} -m torch.distributed.run --nproc_per_node 8\"") from None
+    finally:
+        os.unlink(f.name)
+    lines = proc.stdout.split()
+    if proc.returncode != 0 or not lines:
+        raise UserError(f"the launched {type(config).__name__} run failed (exit {proc.returncode}); "
+                        "its error is printed above")
+    return lines[-1]

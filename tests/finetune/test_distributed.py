@@ -110,6 +110,25 @@ def test_full_finetune_on_two_cpu_ranks_matches_one_process(tmp_path, pool, tiny
     assert not list((tmp_path / "x").glob("finetune/finetune-*[!k]"))  # no artifact, no .part (a .lock at most)
 
 
+@pytest.mark.slow
+def test_a_launcher_runs_a_stage_config_on_two_ranks(tmp_path, pool, tiny_model_dir, monkeypatch):
+    """`tselect run --launcher`: a cell's finetune config runs under torchrun in a subprocess and
+    its id comes back; the in-process stage then finds the same artifact (same id, no training)."""
+    from tselect import distributed
+    from tselect.finetune import FinetuneConfig, run
+    from tselect.training import TrainConfig
+
+    for k, v in _env().items():
+        monkeypatch.setenv(k, v)
+    cfg = FinetuneConfig(selection="full", pool=str(pool), budget=16, model=str(tiny_model_dir),
+                         train=TrainConfig(lr=1e-2, epochs=1, batch_size=1, effective_batch_size=2, max_length=64))
+    launcher = f"{sys.executable} -m torch.distributed.run --standalone --nproc_per_node 2"
+    aid = distributed.launch(launcher, cfg, str(tmp_path / "s"))
+    record = json.loads((tmp_path / "s" / "finetune" / aid / "manifest.json").read_text())["record"]
+    assert record["cost"]["world_size"] == 2
+    assert run(cfg, tmp_path / "s") == aid
+
+
 def test_rank_helpers_are_the_identity_in_one_process(monkeypatch):
     from tselect import distributed
 

@@ -17,6 +17,7 @@ def run_grid(
     part: Annotated[str | None, typer.Option(help="Run only cells whose index ≡ i mod N, as i/N (split across hosts)")] = None,
     collect: Annotated[bool, typer.Option("--collect", help="Run nothing; write the experiment artifact if every cell exists")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List the cells and a rough cost estimate; run nothing")] = False,
+    launcher: Annotated[str | None, typer.Option(help="Run each cell's finetune/evaluate as '<LAUNCHER> -m tselect ...', e.g. 'torchrun --nproc_per_node 8'")] = None,
     store: StoreOpt = None,
 ):
     """Run every cell of an experiment grid (cached cells are skipped); prints the experiment id."""
@@ -26,7 +27,7 @@ def run_grid(
     if dry_run:
         return print_plan(E.load_spec(experiment), share)
     threads()
-    aid = E.run(make(E.ExperimentConfig, spec=str(experiment), part=share, collect=collect), where)
+    aid = E.run(make(E.ExperimentConfig, spec=str(experiment), part=share, collect=collect, launcher=launcher), where)
     if aid is not None:
         emit(aid)
 

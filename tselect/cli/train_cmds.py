@@ -118,3 +118,24 @@ def evaluate(
                batch_size=batch_size, max_length=max_length, max_new_tokens=max_new_tokens, split=split,
                eval_split=eval_split, columns=D.columns(columns), metrics=metrics)
     emit(stage.run(cfg, root(store)))
+
+
+@app.command("run-config", hidden=True)
+def run_config(
+    config: Annotated[str, typer.Argument(help="Pickled FinetuneConfig or EvaluateConfig (written by `tselect run --launcher`)")],
+    store: StoreOpt = None,
+):
+    """Run one stage config under a launcher (torchrun) for `tselect run --launcher`; prints its id."""
+    import pickle
+
+    from tselect import evaluate, finetune
+    from tselect.errors import UserError
+
+    with open(config, "rb") as f:
+        cfg = pickle.load(f)  # written by this same tselect in the parent process
+    if isinstance(cfg, finetune.FinetuneConfig):
+        emit(finetune.run(cfg, root(store)))
+    elif isinstance(cfg, evaluate.EvaluateConfig):
+        emit(evaluate.run(cfg, root(store)))
+    else:
+        raise UserError(f"{config}: holds a {type(cfg).__name__}, not a finetune or evaluate config")
