@@ -4,8 +4,8 @@ Prompts are sorted by length and left-padded into batches (a decoder continues f
 position, so padding goes on the left and the attention mask hides it). A row stops at EOS, and
 for plain prompts also at its first newline (transformers' `stop_strings`); finished rows are
 padded while the others go on, and a batch ends when all rows stopped or at max_new_tokens.
-Under torchrun each rank generates a contiguous share of the length-sorted prompts and rank 0
-gathers the texts back into input order.
+Under torchrun each rank generates a contiguous share of those batches and rank 0 gathers the
+texts back into input order.
 """
 
 from __future__ import annotations
@@ -33,9 +33,11 @@ def generate_texts(model, tok, prompts: Sequence[Sequence[int]], max_new_tokens:
     from tselect import distributed, progress
 
     order = sorted(range(len(prompts)), key=lambda i: (len(prompts[i]), i))  # little padding per batch
-    mine = [order[k] for k in distributed.shard(len(order))]
+    # Batches are formed before splitting, so every row is generated in the same batch (same
+    # padding, same kernels) as in one process: the texts do not depend on the number of ranks.
+    every = [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
+    batches = [every[k] for k in distributed.shard(len(every))]
     texts: dict[int, str] = {}
-    batches = [mine[s:s + batch_size] for s in range(0, len(mine), batch_size)]
     for batch in progress.track(batches, len(batches), "generate"):
         texts.update(zip(batch, _generate_batch(model, tok, [prompts[i] for i in batch], max_new_tokens,
                                                 stop_at_newline)))
