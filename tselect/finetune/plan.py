@@ -63,9 +63,7 @@ def plan_finetune(config: dict, method: str, lora_r: int, targets: tuple[str, ..
     el = torch.empty((), dtype=getattr(torch, dtype)).element_size()
     lora_targets = targets or ("q_proj", "k_proj", "v_proj", "o_proj")
     model, per_token = layer_bytes_per_token(config, lora_r, lora_targets, dtype)
-    factors, _, base, _ = model_sizes(model, n_layers)
-    n = base
-    lora = sum(lora_r * (o + i) for o, i in factors)  # A [r, in] + B [out, r] per wrapped linear
+    _, lora, n, _ = model_sizes(model, n_layers)  # LoRA params (the A, B factors), base params
     head = head_bytes_per_token(config, el)
     if method == "full":
         checkpointing = checkpointing or fsdp  # FSDP runs with activation checkpointing
