@@ -91,5 +91,5 @@ def sharding_args(rt: Runtime, method: str, world: int, model, gpu: bool) -> dic
     out: dict[str, Any] = {"ddp_find_unused_parameters": False} if world > 1 else {}
     if rt.gradient_checkpointing:
         # non-reentrant: works with a frozen base (LoRA) without forcing input grads
-        out.update(gradient_checkpointing=True, gradient_checkpointing_kwargs={"use_reentrant": False})
+        out.update(activation_checkpointing=True, activation_checkpointing_kwargs={"use_reentrant": False})
     return out

@@ -59,3 +59,28 @@ def test_eight_bit_optimizer_without_bitsandbytes_is_one_line(tmp_path, store, t
                    "--optim", "adamw_8bit", store=store, check=False)
     assert proc.returncode == 2 and "error: --optim adamw_8bit needs bitsandbytes" in proc.stderr
     assert not list(store.glob("finetune/*.part")) and not list(store.glob("finetune/finetune-*[!k]"))
+
+
+def test_gradient_checkpointing_trains_the_same_adapter(tmp_path, toy_data, tiny_model_dir):
+    """Recomputing activations changes memory, not math: same id, same LoRA weights (dropout 0)."""
+    import torch
+    from safetensors.torch import load_file
+
+    from tselect.finetune import FinetuneConfig, run
+    from tselect.runtime import Runtime
+    from tselect.training import TrainConfig
+
+    pool, _ = toy_data
+    train = TrainConfig(lr=1e-2, epochs=1, batch_size=2, effective_batch_size=2, max_length=64, lora_dropout=0.0)
+    out = {}
+    for ckpt in (False, True):
+        cfg = FinetuneConfig(selection="full", pool=str(pool), budget=16, model=str(tiny_model_dir), train=train,
+                             runtime=Runtime(gradient_checkpointing=ckpt))
+        store = tmp_path / f"s{ckpt}"
+        aid = run(cfg, store)
+        record = json.loads((store / "finetune" / aid / "manifest.json").read_text())["record"]
+        assert record["cost"]["gradient_checkpointing"] is ckpt
+        out[ckpt] = aid, load_file(str(store / "finetune" / aid / "adapter" / "adapter_model.safetensors"))
+    assert out[False][0] == out[True][0]
+    for k, v in out[False][1].items():
+        torch.testing.assert_close(out[True][1][k], v, rtol=1e-5, atol=1e-6)
