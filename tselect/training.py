@@ -222,12 +222,11 @@ def _training_args(cfg: TrainConfig, out_dir: str, save_steps: int | None = None
     import torch
     from transformers import TrainingArguments
 
-    from tselect import distributed
     from tselect.runtime import optimizer_name, sharding_args
 
     rt = runtime or Runtime()
     cuda = torch.cuda.is_available()
-    world = distributed.world_size()
+    world = _ranks(runtime)
     saving = {"save_strategy": "no"} if save_steps is None else \
         {"save_strategy": "steps", "save_steps": save_steps, "save_total_limit": 1, "save_only_model": False}
     return TrainingArguments(
@@ -335,18 +334,20 @@ def train(model, rows: Sequence, cfg: TrainConfig, pad_id: int,
         save = None if checkpoints is None else checkpoint_every(expected_steps(len(data), cfg))
         trainer = _make_trainer(model, data, cfg, collator, out_dir, on_step, on_epoch, save, schedule, runtime)
         # rank 0 picks (and cleans) the checkpoint; every rank resumes from the same one
-        resume = distributed.broadcast(_last_checkpoint(checkpoints) if distributed.is_main() else None)
+        collective = _ranks(runtime) > 1
+        resume = _last_checkpoint(checkpoints, _ranks(runtime)) if distributed.is_main() or not collective else None
+        resume = distributed.broadcast(resume) if collective else resume
         trainer.train(resume_from_checkpoint=resume)
         state_dict = _gathered_state_dict(trainer)
     wall = time.perf_counter() - start
-    tokens = distributed.gather(collator.tokens_seen)  # every rank's share, on rank 0
+    tokens = distributed.gather(collator.tokens_seen) if collective else None  # every rank's share, on rank 0
     logs = [h for h in trainer.state.log_history if "loss" in h]
     trained = trainer.model.eval()
     cost = {
         "wall_seconds": round(wall, 3),
         "tokens_seen": sum(tokens) if tokens else collator.tokens_seen,
-        "world_size": distributed.world_size(),
-        "sharding": "fsdp" if trainer.is_fsdp_enabled else ("ddp" if distributed.world_size() > 1 else "none"),
+        "world_size": _ranks(runtime),
+        "sharding": "fsdp" if trainer.is_fsdp_enabled else ("ddp" if collective else "none"),
         "gradient_checkpointing": bool(trainer.args.activation_checkpointing or trainer.is_fsdp_enabled),
         "optim": str(trainer.args.optim.value if hasattr(trainer.args.optim, "value") else trainer.args.optim),
         "examples_seen": len(data) * cfg.epochs,
@@ -361,6 +362,15 @@ def train(model, rows: Sequence, cfg: TrainConfig, pad_id: int,
                        state_dict)
 
 
+def _ranks(runtime: Runtime | None) -> int:
+    """Processes training together: the launch's world size when the caller passes a Runtime
+    (finetune: every rank calls train); 1 otherwise (the warmup trains on one rank while the
+    others of a torchrun featurize wait on its lock)."""
+    from tselect import distributed
+
+    return distributed.world_size() if runtime is not None else 1
+
+
 def _gathered_state_dict(trainer) -> dict | None:
     """Under FSDP the weights are sharded: gather the full state dict (a collective: every rank
     calls it; rank 0 receives it, on CPU). None without FSDP: the model itself is whole."""
@@ -369,19 +379,35 @@ def _gathered_state_dict(trainer) -> dict | None:
     return trainer.accelerator.get_state_dict(trainer.model_wrapped)
 
 
-def _last_checkpoint(directory: Path | None) -> str | None:
-    """The newest complete checkpoint-<step> (the Trainer writes trainer_state.json last); half-written ones go."""
+def _last_checkpoint(directory: Path | None, ranks: int = 1) -> str | None:
+    """The newest complete checkpoint-<step> (the Trainer writes trainer_state.json last); half-written ones go.
+
+    With several ranks each writes its own rng_state_<rank>.pth, possibly after rank 0's
+    trainer_state.json: a checkpoint counts only when every rank's file is there and loads."""
     import shutil
 
     if directory is None or not Path(directory).is_dir():
         return None
     found = sorted((int(p.name.split("-")[1]), p) for p in Path(directory).glob("checkpoint-*")
                    if p.name.split("-")[1].isdigit())
-    complete = [p for _, p in found if (p / "trainer_state.json").is_file()]
+    complete = [p for _, p in found if (p / "trainer_state.json").is_file() and _rng_states_load(p, ranks)]
     for _, p in found:
         if p not in complete[-1:]:
             shutil.rmtree(p, ignore_errors=True)
     return str(complete[-1]) if complete else None
+
+
+def _rng_states_load(checkpoint: Path, ranks: int) -> bool:
+    if ranks <= 1:
+        return True
+    import torch
+
+    try:
+        for r in range(ranks):
+            torch.load(checkpoint / f"rng_state_{r}.pth", weights_only=False)  # a few KB each
+    except Exception:  # noqa: BLE001 - missing or cut short by an interruption
+        return False
+    return True
 
 
 def expected_steps(n_rows: int, cfg: TrainConfig) -> int:
