@@ -65,11 +65,13 @@ repro-cpu-full: install
 
 # GPU hosts: export TIS_MODEL TIS_EMBEDDER TIS_POOL TIS_DATA (see the file). PART=i/N runs one share;
 # a final `make repro-tis` without PART fills any gap, collects and reports.
+# LAUNCHER="torchrun --nproc_per_node 8": each cell's finetune/evaluate uses every GPU of the node.
+TIS_LAUNCH = $(if $(LAUNCHER),--launcher "$(LAUNCHER)",)
 repro-tis: install
 ifdef PART
-	$(BIN)/tselect run examples/experiments/tis.toml --part $(PART)
+	$(BIN)/tselect run examples/experiments/tis.toml --part $(PART) $(TIS_LAUNCH)
 else
-	E=$$($(BIN)/tselect run examples/experiments/tis.toml) && $(BIN)/tselect report $$E --out reports/tis
+	E=$$($(BIN)/tselect run examples/experiments/tis.toml $(TIS_LAUNCH)) && $(BIN)/tselect report $$E --out reports/tis
 endif
 
 clean-store:

@@ -22,6 +22,7 @@ import numpy as np
 
 from tselect.data.tokenize import MAX_LENGTH
 from tselect.errors import UserError
+from tselect.runtime import Runtime
 from tselect.tokens import right_pad
 
 # Attention projections are LoRA's classic targets in these families; others get peft's
@@ -128,6 +129,7 @@ class TrainResult:
     losses: list[float]  # token-mean training loss of each optimizer step
     lrs: list[float]  # learning rate used at each optimizer step
     cost: dict[str, Any] = field(default_factory=dict)  # wall_seconds, tokens_seen, examples_per_second, device, ...
+    state_dict: dict | None = None  # FSDP only: the full weights gathered on rank 0 (save with these)
 
 
 def default_target_modules(model) -> list[str] | str:
@@ -206,25 +208,43 @@ def checkpoint_every(total_steps: int) -> int:
     return max(10, math.ceil(total_steps / 10))
 
 
-def _training_args(cfg: TrainConfig, out_dir: str, save_steps: int | None = None):
+def local_grad_accum(cfg: TrainConfig, world: int) -> int:
+    """Accumulation steps per rank: effective_batch_size counts rows over ALL ranks of a step."""
+    per_step = cfg.batch_size * world
+    if cfg.effective_batch_size % per_step:
+        raise UserError(f"--effective-batch-size {cfg.effective_batch_size} is not a multiple of --batch-size "
+                        f"{cfg.batch_size} x {world} processes; pick a multiple of {per_step}")
+    return cfg.effective_batch_size // per_step
+
+
+def _training_args(cfg: TrainConfig, out_dir: str, save_steps: int | None = None, runtime: Runtime | None = None,
+                   model=None):
     import torch
     from transformers import TrainingArguments
 
+    from tselect.runtime import optimizer_name, sharding_args
+
+    rt = runtime or Runtime()
     cuda = torch.cuda.is_available()
+    world = _ranks(runtime)
     saving = {"save_strategy": "no"} if save_steps is None else \
         {"save_strategy": "steps", "save_steps": save_steps, "save_total_limit": 1, "save_only_model": False}
     return TrainingArguments(
         output_dir=out_dir, per_device_train_batch_size=cfg.batch_size,
-        gradient_accumulation_steps=cfg.grad_accum, num_train_epochs=cfg.epochs,
+        gradient_accumulation_steps=local_grad_accum(cfg, world), num_train_epochs=cfg.epochs,
         learning_rate=cfg.lr, lr_scheduler_type="linear",
         warmup_steps=cfg.warmup_ratio,  # transformers 5: a float < 1 is a ratio of total steps
         weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm,
-        optim="adamw_torch_fused" if cuda else "adamw_torch",
+        optim=optimizer_name(rt, cuda),
         bf16=cuda and torch.cuda.is_bf16_supported(),  # autocast; fp32 on CPU
         use_cpu=not cuda, seed=cfg.seed, data_seed=cfg.seed,
         logging_strategy="steps", logging_steps=1, eval_strategy="no", **saving,
         report_to=[], disable_tqdm=True, dataloader_num_workers=0, dataloader_pin_memory=cuda,
         remove_unused_columns=False,
+        # DDP averages gradients over ranks; counting label tokens over all ranks keeps the
+        # objective the token mean of the whole optimizer step, as in one process.
+        average_tokens_across_devices=True,
+        **sharding_args(rt, cfg.method, world, model, cuda),
     )
 
 
@@ -244,7 +264,7 @@ def adam_moments(model, optimizer) -> dict[str, dict[str, Any]]:
 
 
 def _make_trainer(model, rows, cfg: TrainConfig, collator: _Collator, out_dir: str, on_step, on_epoch,
-                  save_steps: int | None = None, schedule: Schedule | None = None):
+                  save_steps: int | None = None, schedule: Schedule | None = None, runtime: Runtime | None = None):
     from transformers import Trainer, TrainerCallback
     from transformers.trainer_callback import PrinterCallback
 
@@ -277,7 +297,7 @@ def _make_trainer(model, rows, cfg: TrainConfig, collator: _Collator, out_dir: s
                 on_epoch(round(state.epoch), model, adam_moments(model, optimizer), mean_lr)
             self.lrs = []
 
-    trainer = SeededTrainer(model=model, args=_training_args(cfg, out_dir, save_steps), train_dataset=rows,
+    trainer = SeededTrainer(model=model, args=_training_args(cfg, out_dir, save_steps, runtime, model), train_dataset=rows,
                             data_collator=collator, callbacks=[Hooks()])
     trainer.remove_callback(PrinterCallback)  # it prints every log dict to stdout
     return trainer
@@ -286,7 +306,8 @@ def _make_trainer(model, rows, cfg: TrainConfig, collator: _Collator, out_dir: s
 def train(model, rows: Sequence, cfg: TrainConfig, pad_id: int,
           on_step: Callable[[int, int, float], None] | None = None,
           on_epoch: Callable[[int, Any, dict, float], None] | None = None,
-          checkpoints: Path | None = None, schedule: Schedule | None = None) -> TrainResult:
+          checkpoints: Path | None = None, schedule: Schedule | None = None,
+          runtime: Runtime | None = None) -> TrainResult:
     """Fine-tune `model` on `rows` (EncodedRow or {"input_ids","labels"} dicts) per `cfg`.
 
     on_step(step, total_steps, loss) runs after each optimizer step (progress output);
@@ -295,9 +316,12 @@ def train(model, rows: Sequence, cfg: TrainConfig, pad_id: int,
     checkpoints: a directory for resumable Trainer checkpoints (weights, optimizer, scheduler,
     RNG states) every `checkpoint_every` steps; a run finding one there continues from it.
     schedule(total_steps, warmup_ratio) -> multiplier(step) replaces HF's linear schedule
-    (finetune passes floor_warmup_linear).
+    (finetune passes floor_warmup_linear). runtime: optimizer kernel, gradient checkpointing,
+    DDP/FSDP under a multi-process launch (every rank calls train; only rank 0 should save).
     """
     import torch
+
+    from tselect import distributed
 
     data = [_as_row(r, cfg.max_length) for r in rows]
     if not data:
@@ -308,14 +332,24 @@ def train(model, rows: Sequence, cfg: TrainConfig, pad_id: int,
     with tempfile.TemporaryDirectory(prefix="tselect-train-") as scratch:
         out_dir = scratch if checkpoints is None else str(checkpoints)
         save = None if checkpoints is None else checkpoint_every(expected_steps(len(data), cfg))
-        trainer = _make_trainer(model, data, cfg, collator, out_dir, on_step, on_epoch, save, schedule)
-        trainer.train(resume_from_checkpoint=_last_checkpoint(checkpoints))
+        trainer = _make_trainer(model, data, cfg, collator, out_dir, on_step, on_epoch, save, schedule, runtime)
+        # rank 0 picks (and cleans) the checkpoint; every rank resumes from the same one
+        collective = _ranks(runtime) > 1
+        resume = _last_checkpoint(checkpoints, _ranks(runtime)) if distributed.is_main() or not collective else None
+        resume = distributed.broadcast(resume) if collective else resume
+        trainer.train(resume_from_checkpoint=resume)
+        state_dict = _gathered_state_dict(trainer)
     wall = time.perf_counter() - start
+    tokens = distributed.gather(collator.tokens_seen) if collective else None  # every rank's share, on rank 0
     logs = [h for h in trainer.state.log_history if "loss" in h]
     trained = trainer.model.eval()
     cost = {
         "wall_seconds": round(wall, 3),
-        "tokens_seen": collator.tokens_seen,
+        "tokens_seen": sum(tokens) if tokens else collator.tokens_seen,
+        "world_size": _ranks(runtime),
+        "sharding": "fsdp" if trainer.is_fsdp_enabled else ("ddp" if collective else "none"),
+        "gradient_checkpointing": bool(trainer.args.activation_checkpointing or trainer.is_fsdp_enabled),
+        "optim": str(trainer.args.optim.value if hasattr(trainer.args.optim, "value") else trainer.args.optim),
         "examples_seen": len(data) * cfg.epochs,
         "examples_per_second": round(len(data) * cfg.epochs / max(wall, 1e-9), 3),
         "optimizer_steps": trainer.state.global_step,
@@ -324,22 +358,56 @@ def train(model, rows: Sequence, cfg: TrainConfig, pad_id: int,
         "dtype": "bf16-autocast" if trainer.args.bf16 else "fp32",
         "torch_threads": torch.get_num_threads(),
     }
-    return TrainResult(trained, [float(h["loss"]) for h in logs], [float(h["learning_rate"]) for h in logs], cost)
+    return TrainResult(trained, [float(h["loss"]) for h in logs], [float(h["learning_rate"]) for h in logs], cost,
+                       state_dict)
 
 
-def _last_checkpoint(directory: Path | None) -> str | None:
-    """The newest complete checkpoint-<step> (the Trainer writes trainer_state.json last); half-written ones go."""
+def _ranks(runtime: Runtime | None) -> int:
+    """Processes training together: the launch's world size when the caller passes a Runtime
+    (finetune: every rank calls train); 1 otherwise (the warmup trains on one rank while the
+    others of a torchrun featurize wait on its lock)."""
+    from tselect import distributed
+
+    return distributed.world_size() if runtime is not None else 1
+
+
+def _gathered_state_dict(trainer) -> dict | None:
+    """Under FSDP the weights are sharded: gather the full state dict (a collective: every rank
+    calls it; rank 0 receives it, on CPU). None without FSDP: the model itself is whole."""
+    if not getattr(trainer, "is_fsdp_enabled", False):
+        return None
+    return trainer.accelerator.get_state_dict(trainer.model_wrapped)
+
+
+def _last_checkpoint(directory: Path | None, ranks: int = 1) -> str | None:
+    """The newest complete checkpoint-<step> (the Trainer writes trainer_state.json last); half-written ones go.
+
+    With several ranks each writes its own rng_state_<rank>.pth, possibly after rank 0's
+    trainer_state.json: a checkpoint counts only when every rank's file is there and loads."""
     import shutil
 
     if directory is None or not Path(directory).is_dir():
         return None
     found = sorted((int(p.name.split("-")[1]), p) for p in Path(directory).glob("checkpoint-*")
                    if p.name.split("-")[1].isdigit())
-    complete = [p for _, p in found if (p / "trainer_state.json").is_file()]
+    complete = [p for _, p in found if (p / "trainer_state.json").is_file() and _rng_states_load(p, ranks)]
     for _, p in found:
         if p not in complete[-1:]:
             shutil.rmtree(p, ignore_errors=True)
     return str(complete[-1]) if complete else None
+
+
+def _rng_states_load(checkpoint: Path, ranks: int) -> bool:
+    if ranks <= 1:
+        return True
+    import torch
+
+    try:
+        for r in range(ranks):
+            torch.load(checkpoint / f"rng_state_{r}.pth", weights_only=False)  # a few KB each
+    except Exception:  # noqa: BLE001 - missing or cut short by an interruption
+        return False
+    return True
 
 
 def expected_steps(n_rows: int, cfg: TrainConfig) -> int:
@@ -359,10 +427,11 @@ def save_adapter(model, directory: str | Path) -> Path:
     return directory
 
 
-def save_full(model, directory: str | Path) -> Path:
-    """Write the whole fine-tuned model as safetensors (loadable with from_pretrained)."""
+def save_full(model, directory: str | Path, state_dict: dict | None = None) -> Path:
+    """Write the whole fine-tuned model as safetensors (loadable with from_pretrained);
+    `state_dict` = the weights gathered from FSDP shards (the model's own when None)."""
     directory = Path(directory)
-    model.save_pretrained(str(directory), safe_serialization=True)
+    model.save_pretrained(str(directory), safe_serialization=True, state_dict=state_dict)
     return directory
 
 

@@ -18,6 +18,7 @@ def run_grid(
     collect: Annotated[bool, typer.Option("--collect", help="Run nothing; write the experiment artifact if every cell exists")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List the cells and a rough cost estimate; run nothing")] = False,
     json_out: JsonOpt = False,
+    launcher: Annotated[str | None, typer.Option(help="Run each cell's finetune/evaluate as '<LAUNCHER> -m tselect ...', e.g. 'torchrun --nproc_per_node 8'")] = None,
     store: StoreOpt = None,
 ):
     """Run every cell of an experiment grid (cached cells are skipped); prints the experiment id."""
@@ -27,7 +28,7 @@ def run_grid(
     if dry_run:
         return print_plan(E.load_spec(experiment), share, where)
     threads()
-    aid = E.run(make(E.ExperimentConfig, spec=str(experiment), part=share, collect=collect), where)
+    aid = E.run(make(E.ExperimentConfig, spec=str(experiment), part=share, collect=collect, launcher=launcher), where)
     if aid is not None:
         emit(aid)
 

@@ -41,10 +41,19 @@ def finetune(
     seed: Annotated[int, typer.Option(help="Seed for init, dropout and data order")] = 0,
     config: ConfigOpt = None,
     json_out: JsonOpt = False,
+    gradient_checkpointing: Annotated[bool, typer.Option("--gradient-checkpointing", help="Recompute activations in backward: less memory, ~30% more time")] = False,
+    optim: Annotated[str, typer.Option(help="auto (fused AdamW on CUDA), adamw_torch, adamw_torch_fused, adamw_8bit (bitsandbytes)")] = "auto",
+    sharding: Annotated[str, typer.Option(help="Under torchrun: auto (FSDP full shard for --method full, DDP for LoRA), ddp, fsdp")] = "auto",
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print rows, tokens, memory per GPU and time from the model config (no weights), then stop")] = False,
+    plan_device: Annotated[str | None, typer.Option(help="--dry-run: plan for h100, h200, a100 or l40s instead of the detected device")] = None,
+    gpus: Annotated[int | None, typer.Option(help="--dry-run: GPUs to plan for (default: WORLD_SIZE or 1)")] = None,
     store: StoreOpt = None,
 ):
-    """Fine-tune (LoRA by default) on the first K examples of a selection; prints the finetune id."""
+    """Fine-tune (LoRA by default) on the first K examples of a selection; prints the finetune id.
+
+    Several GPUs: torchrun --nproc_per_node 8 -m tselect finetune ... (DDP for LoRA, FSDP for full)."""
     from tselect import finetune as stage
+    from tselect.runtime import Runtime
     from tselect.training import TrainConfig
 
     modules = tuple(m.strip() for m in target_modules.split(",") if m.strip())
@@ -55,7 +64,13 @@ def finetune(
     cols = D.columns(columns)
     k = _budget(selection, budget, percentage, pool, fmt, split, cols, dedup, store)
     cfg = make(stage.FinetuneConfig, selection=selection, budget=k, pool=pool, model=D.model_spec(model, revision, allow_download),
-               fmt=fmt, train=train, split=split, columns=cols, dedup=dedup)
+               fmt=fmt, train=train, split=split, columns=cols, dedup=dedup,
+               runtime=make(Runtime, gradient_checkpointing=gradient_checkpointing, optim=optim, sharding=sharding))
+    if dry_run:
+        from tselect.finetune.plan import dry_run as plan_job
+
+        typer.echo(plan_job(cfg, root(store), plan_device, gpus), err=True)
+        return
     emit(stage.run(cfg, root(store)))
 
 
@@ -113,3 +128,24 @@ def evaluate(
                eval_split=eval_split, columns=D.columns(columns), metrics=metrics,
                shots=shots, shot_seed=shot_seed)
     emit(stage.run(cfg, root(store)))
+
+
+@app.command("run-config", hidden=True)
+def run_config(
+    config: Annotated[str, typer.Argument(help="Pickled FinetuneConfig or EvaluateConfig (written by `tselect run --launcher`)")],
+    store: StoreOpt = None,
+):
+    """Run one stage config under a launcher (torchrun) for `tselect run --launcher`; prints its id."""
+    import pickle
+
+    from tselect import evaluate, finetune
+    from tselect.errors import UserError
+
+    with open(config, "rb") as f:
+        cfg = pickle.load(f)  # written by this same tselect in the parent process
+    if isinstance(cfg, finetune.FinetuneConfig):
+        emit(finetune.run(cfg, root(store)))
+    elif isinstance(cfg, evaluate.EvaluateConfig):
+        emit(evaluate.run(cfg, root(store)))
+    else:
+        raise UserError(f"{config}: holds a {type(cfg).__name__}, not a finetune or evaluate config")

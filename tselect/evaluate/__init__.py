@@ -183,19 +183,22 @@ def eval_loss_and_mc(model, tok, rows, mc_rows, cfg: EvaluateConfig) -> tuple[di
     return {"loss": loss, "n": len(per), "n_skipped": len(enc.skipped), "per_example": per}, mc
 
 
-def generate_scored(model, tok, examples, cfg: EvaluateConfig) -> dict[str, Any]:
-    """Greedy answers, one prompt at a time (no left-padding subtleties), scored by EM/F1."""
-    import torch
+def generate_scored(model, tok, examples, cfg: EvaluateConfig) -> dict[str, Any] | None:
+    """Greedy answers (batched, left-padded; split across ranks under torchrun), scored by EM/F1.
 
-    device = next(model.parameters()).device
+    Rank 0 returns the scores; other ranks, told the job through `distributed.broadcast`, return None.
+    """
+    from tselect import distributed
+    from tselect.evaluate.generate import generate_texts
+
+    keep = cfg.max_length - cfg.max_new_tokens  # the prompt's tail, so prompt + answer fit
+    job = {"prompts": [PROMPTS[cfg.prompt_format](tok, ex)[0][-keep:] for ex in examples],
+           "max_new_tokens": cfg.max_new_tokens, "batch_size": cfg.batch_size,
+           "stop_at_newline": cfg.prompt_format == "plain"}
+    distributed.broadcast({"generate": job})  # the other ranks generate their share (see _follow)
+    texts = generate_texts(model, tok, **job)
     per = []
-    for ex in progress.track(examples, len(examples), "generate"):
-        prompt, _ = PROMPTS[cfg.prompt_format](tok, ex)
-        ids = torch.tensor([prompt[-(cfg.max_length - cfg.max_new_tokens):]], device=device)
-        with torch.inference_mode():
-            out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
-                                 max_new_tokens=cfg.max_new_tokens, pad_token_id=tok.pad_token_id)
-        text = tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+    for ex, text in zip(examples, texts):
         pred = text.split("\n")[0].strip() if cfg.prompt_format == "plain" else text.strip()
         golds = ex.meta["answers"] if isinstance(ex.meta["answers"], list) else [ex.meta["answers"]]
         gold_num = extract_number(golds[0])
@@ -416,6 +419,42 @@ def hashed_config(cfg: EvaluateConfig) -> dict[str, Any]:
 
 
 def run(cfg: EvaluateConfig, root: Path) -> str:
+    """The evaluate id. Under torchrun every rank calls this: rank 0 measures and writes the
+    artifact, the others only generate their share of the EM/F1 rows (see generate_scored)."""
+    from tselect import distributed
+
+    distributed.init()
+    if not distributed.is_main():
+        return _follow(cfg, root)
+    before = distributed.sent()
+    try:
+        aid = _produce(cfg, root)
+    except Exception as e:
+        if distributed.world_size() > 1 and distributed.sent() == before:  # the others still wait
+            distributed.broadcast({"error": str(e) if isinstance(e, UserError) else f"rank 0 failed: {e}"})
+        raise
+    distributed.broadcast({"done": aid})
+    return aid
+
+
+def _follow(cfg: EvaluateConfig, root: Path) -> str:
+    """A rank other than 0: generate when rank 0 asks, until it sends the id (or its error)."""
+    from tselect import distributed
+    from tselect.evaluate.generate import generate_texts
+
+    model = tok = None
+    while True:
+        msg = distributed.broadcast()
+        if "done" in msg:
+            return msg["done"]
+        if "error" in msg:
+            raise UserError(msg["error"])
+        if model is None:
+            model, tok = _subject(cfg, root)[1]()  # reads the finetune's files; never writes the store
+        generate_texts(model, tok, **msg["generate"])
+
+
+def _produce(cfg: EvaluateConfig, root: Path) -> str:
     query, evalset = _datasets(cfg)
     subject, load = _subject(cfg, root)
     inputs = {**subject, "query": query.content_hash}

@@ -72,13 +72,24 @@ def plan(spec: Spec, n_pool: int) -> list[Cell]:
 class Stages:
     """Stage calls for one spec; each config is run at most once per process."""
 
-    def __init__(self, spec: Spec, root: Path):
-        self.spec, self.root, self._memo = spec, root, {}
+    def __init__(self, spec: Spec, root: Path, launcher: str | None = None):
+        self.spec, self.root, self._memo, self.launcher = spec, root, {}, launcher
 
     def _call(self, run: Callable[[Any, Path], str], cfg) -> str:
         key = (run.__module__, repr(cfg))
         if key not in self._memo:
             self._memo[key] = run(cfg, self.root)
+        return self._memo[key]
+
+    def _launched(self, run: Callable[[Any, Path], str], cfg) -> str:
+        """Fine-tune / evaluate through the launcher (several GPUs per cell) when one is set."""
+        if self.launcher is None:
+            return self._call(run, cfg)
+        from tselect import distributed
+
+        key = (run.__module__, repr(cfg))
+        if key not in self._memo:
+            self._memo[key] = distributed.launch(self.launcher, cfg, str(Path(self.root).resolve()))
         return self._memo[key]
 
     def features(self, rep: str, target: str) -> str:
@@ -97,13 +108,13 @@ class Stages:
         from tselect import finetune
 
         pool = self.spec.pool if selection == "full" else None
-        return self._call(finetune.run, finetune.FinetuneConfig(selection=selection, budget=budget, pool=pool,
+        return self._launched(finetune.run, finetune.FinetuneConfig(selection=selection, budget=budget, pool=pool,
                                                                 model=self.spec.model, train=self.spec.train_config(seed)))
 
     def evaluate(self, target: str, finetune: str | None) -> str:
         from tselect import evaluate
 
-        return self._call(evaluate.run, self.spec.evaluate_config(target, finetune))
+        return self._launched(evaluate.run, self.spec.evaluate_config(target, finetune))
 
     def distance(self, features: str, selection: str, budgets: tuple[int, ...]) -> str:
         from tselect import distance
@@ -193,8 +204,11 @@ class ExperimentConfig:
     """Run only cells whose index ≡ i mod N, as (i, N); None = every cell."""
     collect: bool = False
     """Run nothing; write the experiment artifact if every cell exists."""
+    launcher: str | None = None
+    """Run each fine-tune / evaluate as `<launcher> -m tselect ...` (e.g. "torchrun --nproc_per_node 8")."""
 
     NOT_HASHED: ClassVar[dict[str, str]] = {
+        "launcher": "how many processes run a cell's stages, not what they compute",
         "spec": "the TOML's contents (Spec) are hashed, not its path",
         "part": "which share of the cells this host runs, not what they compute",
         "collect": "whether to run cells first, not what the experiment holds"}
@@ -202,12 +216,13 @@ class ExperimentConfig:
 
 def run(cfg: ExperimentConfig, root: Path) -> str | None:
     """The experiment stage: the experiment id, or None after a `part` run."""
-    return run_experiment(load_spec(cfg.spec), root, cfg.part, cfg.collect)
+    return run_experiment(load_spec(cfg.spec), root, cfg.part, cfg.collect, cfg.launcher)
 
 
 # --- the whole grid -----------------------------------------------------------------------------
 
-def run_experiment(spec: Spec, root: Path, part: tuple[int, int] | None = None, collect: bool = False) -> str | None:
+def run_experiment(spec: Spec, root: Path, part: tuple[int, int] | None = None, collect: bool = False,
+                   launcher: str | None = None) -> str | None:
     """Run (a part of) the grid; returns the experiment id, or None after a `--part` run."""
     ident = spec.identity()
     cells = plan(spec, ident.n_pool)
@@ -215,7 +230,7 @@ def run_experiment(spec: Spec, root: Path, part: tuple[int, int] | None = None, 
         progress.note(f"full-data cells skipped: the pool has {ident.n_pool} rows > full_max_pool = {spec.full_max_pool}")
     if not collect:
         mine = [(k, c) for k, c in enumerate(cells) if part is None or k % part[1] == part[0]]
-        _run_cells(Stages(spec, root), mine, ident)
+        _run_cells(Stages(spec, root, launcher), mine, ident)
     if part is not None and not collect:
         progress.note(f"part {part[0]}/{part[1]}: {len(mine)} of {len(cells)} cells done; once every part has "
                       f"finished, `tselect run {spec.source} --collect` writes the experiment artifact")

@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
-from tselect import artifacts, identity, lineage, progress, store
+from tselect import artifacts, distributed, identity, lineage, progress, store
 from tselect.errors import UserError
+from tselect.runtime import Runtime, identity_extra
 from tselect.training import SAVERS, TrainConfig, canonical_adapter_config, expected_steps, floor_warmup_linear, warmup_steps
 
 FULL = "full"  # --selection full: train on the whole pool
@@ -48,12 +49,15 @@ class FinetuneConfig:
     """Column mapping (field, column) of a --pool file."""
     dedup: bool = False
     """Drop repeated conversations of a --pool file (keep the first)."""
+    runtime: Runtime = field(default_factory=Runtime)
+    """Hardware use: optimizer kernel, gradient checkpointing, DDP/FSDP (same math; 8-bit Adam is hashed)."""
 
     NOT_HASHED: ClassVar[dict[str, str]] = {
         "selection": "artifact id in the inputs", "pool": "enters the id by content hash (inputs)",
         "model": "enters the id by content fingerprint (inputs), never by path",
         "fmt": "only parses the pool, whose content hash is an input",
-        "split": "the rows it picks enter the id by content hash", "columns": "the rows it picks enter the id by content hash", "dedup": "the rows it picks enter the id by content hash"}
+        "split": "the rows it picks enter the id by content hash", "columns": "the rows it picks enter the id by content hash", "dedup": "the rows it picks enter the id by content hash",
+        "runtime": "how to run, not what: same math up to float order (an 8-bit optimizer enters the id)"}
 
     def __post_init__(self):
         if self.selection == FULL and not self.pool:
@@ -82,7 +86,7 @@ def _training_set(cfg: FinetuneConfig, root: Path):
 def _hashed_config(cfg: FinetuneConfig) -> dict:
     # The data and the model enter the id through `inputs` (selection id / pool hash, model
     # fingerprint), so the same files under another path give the same id.
-    return identity.hashed(cfg)
+    return identity.hashed(cfg, **identity_extra(cfg.runtime))
 
 
 def _reporter(total_hint: int):
@@ -139,23 +143,22 @@ def _schedule_record(requested: TrainConfig, used: TrainConfig, lrs: list[float]
             "lr_first": lrs[0], "lr_max": max(lrs), "lr_last": lrs[-1]}
 
 
-def _train_and_write(cfg: FinetuneConfig, enc, ref, build: artifacts.Build) -> None:
-    from tselect.models import load_model
-    from tselect.training import train
-
-    model, tok = load_model(ref, dtype=LOAD_DTYPE[cfg.train.method])
+def _train_and_write(cfg: FinetuneConfig, enc, ref, build: artifacts.Build, told: list) -> None:
+    """Rank 0: train (with the other ranks, told where the checkpoints live) and write the artifact."""
     used = fit_schedule(cfg.train, len(enc.rows))
     resume = build.path / "checkpoints"  # inside the .part: an interrupted run continues from here
-    result = train(model, enc.rows, used, tok.pad_token_id, on_step=_reporter(expected_steps(len(enc.rows), used)),
-                   checkpoints=resume, schedule=floor_warmup_linear)
+    distributed.broadcast({"train": str(resume), "rows": enc.rows, "used": used, "ref": ref})
+    told.append(True)
+    result = _train(cfg, used, enc.rows, ref, resume)
     schedule = _schedule_record(cfg.train, used, result.lrs)
     shutil.rmtree(resume, ignore_errors=True)  # not part of the artifact
     out = build.path / OUTPUT_DIR[cfg.train.method]
-    SAVERS[cfg.train.method](result.model, out)
-    if cfg.train.method == "lora":
-        canonical_adapter_config(out)
     if cfg.train.method == "full":
-        tok.save_pretrained(out)  # a full model directory is loadable on its own
+        SAVERS["full"](result.model, out, result.state_dict)
+        result.tokenizer.save_pretrained(out)  # a full model directory is loadable on its own
+    else:
+        SAVERS["lora"](result.model, out)
+        canonical_adapter_config(out)
     steps = list(range(1, len(result.losses) + 1))
     store.write_json(build.path / "train_curve.json", {"step": steps, "loss": result.losses, "lr": result.lrs})
     build.record(n_train=len(enc.rows), n_skipped=len(enc.skipped), skipped=enc.skipped[:20],
@@ -163,8 +166,53 @@ def _train_and_write(cfg: FinetuneConfig, enc, ref, build: artifacts.Build) -> N
                  final_loss=result.losses[-1] if result.losses else None, cost=result.cost, schedule=schedule)
 
 
+def _train(cfg: FinetuneConfig, used, rows, ref, checkpoints: Path):
+    """Every rank: load the base and train; returns the TrainResult with the tokenizer attached."""
+    from tselect.models import load_model
+    from tselect.training import train
+
+    model, tok = load_model(ref, dtype=LOAD_DTYPE[cfg.train.method])
+    on_step = _reporter(expected_steps(len(rows), used)) if distributed.is_main() else None
+    result = train(model, rows, used, tok.pad_token_id, on_step=on_step, checkpoints=checkpoints,
+                   schedule=floor_warmup_linear, runtime=cfg.runtime)
+    result.tokenizer = tok
+    return result
+
+
+def _follow(cfg: FinetuneConfig) -> str:
+    """Ranks other than 0 never touch the store: rank 0 holds the lock and tells them what to do."""
+    msg = distributed.broadcast()
+    if "error" in msg:
+        raise UserError(msg["error"])
+    if "train" in msg:
+        _train(cfg, msg["used"], msg["rows"], msg["ref"], Path(msg["train"]))
+        msg = distributed.broadcast()  # rank 0's id once the artifact is published
+    return msg["done"]
+
+
 def run(cfg: FinetuneConfig, root: Path) -> str:
+    """The finetune id. Under torchrun every rank calls this; rank 0 alone reads and writes the store."""
+    distributed.init()
+    if not distributed.is_main():
+        return _follow(cfg)
+    told = []  # whether the other ranks were sent a message they act on
+    try:
+        aid = _produce(cfg, root, told)
+    except Exception as e:
+        if not told and distributed.world_size() > 1:
+            distributed.broadcast({"error": str(e) if isinstance(e, UserError) else f"rank 0 failed: {e}"})
+        raise
+    distributed.broadcast({"done": aid})
+    return aid
+
+
+def _produce(cfg: FinetuneConfig, root: Path, told: list) -> str:
+    import torch
+
     from tselect.models import resolve_model
+    from tselect.runtime import uses_fsdp
+
+    uses_fsdp(cfg.runtime, cfg.train.method, distributed.world_size(), torch.cuda.is_available())  # refuses early
 
     examples, inputs, facts = _training_set(cfg, root)
     ref = resolve_model(cfg.model)
@@ -179,7 +227,8 @@ def run(cfg: FinetuneConfig, root: Path) -> str:
     def write(build: artifacts.Build) -> None:
         build.record(model=cfg.model if cfg.model is None else lineage.data_location(cfg.model), model_path=str(ref.path),
                      n_selected=len(examples), **facts)
-        _train_and_write(cfg, enc if enc is not None else _encode_checked(cfg, examples, ref), ref, build)
+        rows = enc if enc is not None else _encode_checked(cfg, examples, ref)
+        _train_and_write(cfg, rows, ref, build, told)
 
     aid = artifacts.produce(root, "finetune", hashed, inputs, write, resume=True)
     progress.note(f"finetune {cfg.train.method}: {len(examples)} examples → {aid}")
