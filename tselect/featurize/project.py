@@ -102,9 +102,9 @@ class SparseJL:
         idx, sign = self._table(name, flat.shape[1], flat.device)
         src = (flat if self.s == 1 else flat.repeat(1, self.s)) * sign  # [B, s·P]
         out = torch.zeros(flat.shape[0], self.dim, dtype=torch.float32, device=flat.device)
-        # index_add_ along dim 1 with the 1-D index: on CPU (torch 2.13) ~1000x faster than
-        # scatter_add_ with an expanded [B, s·P] index (0.08 ms vs 86 ms for [16, 4608] -> 8192)
-        # and bit-identical (same per-row accumulation order).
+        # index_add_ along dim 1 with the 1-D index: bit-identical to scatter_add_ with the
+        # expanded [B, s·P] index (same per-row order), as fast once warm (0.03 ms for
+        # [16, 4608] -> 8192 on CPU, torch 2.13), and with s = 1 no repeat copy.
         return out.index_add_(1, idx, src)  # [B, dim]
 
 
