@@ -70,3 +70,16 @@ def test_check_moments_reports_missing_and_misshapen():
 def test_bias_correction_needs_a_positive_step():
     with pytest.raises(ValueError, match="step >= 1"):
         adam_direction_bias_corrected(G, M, V, step=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
+def test_transform_is_bit_identical_to_adam_direction_on_batches(dtype):
+    # The transform runs in place on its own temporaries; stored features must keep their bytes,
+    # so it has to equal the out-of-place formula exactly, and must not modify its input.
+    gen = torch.Generator().manual_seed(3)
+    g = (torch.randn(5, 7, 11, generator=gen) * 1e-3).to(dtype)
+    m, v = torch.randn(7, 11, generator=gen) * 1e-4, torch.randn(7, 11, generator=gen).square() * 1e-7
+    before = g.clone()
+    got = adam_transform({"w": m}, {"w": v})("w", g)
+    assert torch.equal(got, adam_direction(g, m, v))
+    assert torch.equal(g, before)

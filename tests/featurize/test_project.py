@@ -185,3 +185,21 @@ def test_kronecker_is_left_and_right_sign_matrices():
     assert torch.allclose(proj.project("w", g), want, atol=1e-6), "L·G·Rᵀ per example, flattened row-major"
     other = KroneckerJL(32, seed=0).matrices("v", 6, 10, torch.device("cpu"))[0]
     assert not torch.equal(left, other), "each factor name must get its own L, R"
+
+
+@pytest.mark.parametrize("s", [1, 4])
+def test_sjlt_equals_its_explicit_sparse_matrix_and_the_scatter_form(s):
+    # project(g) = g @ S with S[i, idx] = sign; accumulated with index_add_, it must also keep the
+    # bits of the scatter_add_ form used before (stored LESS features did not change).
+    proj = SparseJL(256, seed=2, s=s)
+    gen = torch.Generator().manual_seed(5)
+    g = torch.randn(3, 40, 30, generator=gen)
+    got = proj.project("w", g)
+    idx, sign = proj._table("w", 1200, g.device)
+    dense = torch.zeros(s * 1200, 256, dtype=torch.float64)
+    dense[torch.arange(s * 1200), idx] = sign.double()
+    want = g.reshape(3, -1).double().repeat(1, s) @ dense
+    assert torch.allclose(got.double(), want, rtol=0, atol=1e-5)
+    src = g.reshape(3, -1).repeat(1, s) * sign
+    scattered = torch.zeros(3, 256).scatter_add_(1, idx.expand_as(src), src)
+    assert torch.equal(got, scattered)

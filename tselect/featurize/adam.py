@@ -86,13 +86,27 @@ def _lookup(name: str, table: Mapping[str, torch.Tensor], label: str) -> torch.T
     return table[name]
 
 
+def _direction_inplace(g: torch.Tensor, exp_avg: torch.Tensor, exp_avg_sq: torch.Tensor,
+                       betas: tuple[float, float], eps: float) -> torch.Tensor:
+    """adam_direction with the same operations in the same order (so the same bits), in place on
+    two [B, *shape] temporaries instead of ~8 fresh ones; β1·m and β2·v are [*shape], 1/B of it."""
+    dt = _compute_dtype(g)
+    g = g.to(dt)
+    b1, b2 = betas
+    b1m = exp_avg.to(device=g.device, dtype=dt) * b1
+    b2v = exp_avg_sq.to(device=g.device, dtype=dt) * b2
+    v = (g * g).mul_(1 - b2).add_(b2v)  # β2·v + g²(1−β2)  [B, *shape]
+    m = (g * (1 - b1)).add_(b1m)  # β1·m + g(1−β1)
+    return m.div_(v.add_(eps).sqrt_())
+
+
 def adam_transform(exp_avg: Mapping[str, torch.Tensor], exp_avg_sq: Mapping[str, torch.Tensor],
                    betas: tuple[float, float] = BETAS, eps: float = EPS) -> Transform:
     """A per-parameter transform(name, g) = adam_direction with that parameter's moments."""
 
     def transform(name: str, g: torch.Tensor) -> torch.Tensor:
         m, v = _lookup(name, exp_avg, "exp_avg"), _lookup(name, exp_avg_sq, "exp_avg_sq")
-        return adam_direction(g, m, v, betas, eps)
+        return _direction_inplace(g, m, v, betas, eps)
 
     return transform
 

@@ -100,11 +100,12 @@ class SparseJL:
     def project(self, name: str, g: torch.Tensor) -> torch.Tensor:
         flat = g.reshape(g.shape[0], -1).float()  # [B, P]
         idx, sign = self._table(name, flat.shape[1], flat.device)
-        src = flat.repeat(1, self.s) * sign  # [B, s·P]
+        src = (flat if self.s == 1 else flat.repeat(1, self.s)) * sign  # [B, s·P]
         out = torch.zeros(flat.shape[0], self.dim, dtype=torch.float32, device=flat.device)
-        # scatter_add_ with a broadcast (expanded, copy-free) index beat index_add_ along dim 1
-        # by ~1.5x on CPU.
-        return out.scatter_add_(1, idx.expand_as(src), src)  # [B, dim]
+        # index_add_ along dim 1 with the 1-D index: bit-identical to scatter_add_ with the
+        # expanded [B, s·P] index (same per-row order), as fast once warm (0.03 ms for
+        # [16, 4608] -> 8192 on CPU, torch 2.13), and with s = 1 no repeat copy.
+        return out.index_add_(1, idx, src)  # [B, dim]
 
 
 MAX_DENSE_ENTRIES = 1 << 28  # P·dim budget of a dense projection: 1 GiB of fp32, cached whole
