@@ -25,7 +25,7 @@ from typing import Any
 
 from tselect import __version__
 from tselect.errors import UserError
-from tselect.files import atomic_write, sha256_file
+from tselect.files import atomic_write, held, sha256_file
 
 SCHEMA_VERSION = 1
 # Stages whose content changed for the same config: finetune 2 = at least 8 optimizer steps, all at
@@ -151,13 +151,8 @@ def _lock_fd(root: Path, aid: str) -> int:
 def locked(root: Path, aid: str) -> Iterator[None]:
     """The artifact's exclusive lock: one writer (or `rm`) at a time, and none while it is being read."""
     _unpin(aid)  # this process's own read pin would deadlock its exclusive lock
-    fd = _lock_fd(root, aid)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+    with held(_lock_fd(root, aid)):
         yield
-    finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
 
 
 _PINS: dict[str, int] = {}  # artifact id → fd holding a shared lock for the rest of this process

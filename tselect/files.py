@@ -47,15 +47,21 @@ def atomic_write(path: Path, data: str | bytes) -> None:
 
 
 @contextmanager
-def flock(lock_path: Path) -> Iterator[None]:
-    """Hold an exclusive flock on `lock_path` (created if missing) for the block.
-
-    flock is per open file description: threads of one process need their own lock as well.
-    """
-    fd = os.open(lock_path, os.O_CREAT | os.O_RDWR, 0o644)
+def held(fd: int) -> Iterator[None]:
+    """Hold an exclusive flock on the open file `fd` for the block, then unlock and close it."""
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:
         fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
+
+
+@contextmanager
+def flock(lock_path: Path) -> Iterator[None]:
+    """Hold an exclusive flock on `lock_path` (created if missing; never through a link) for the block.
+
+    flock is per open file description: threads of one process need their own lock as well.
+    """
+    with held(os.open(lock_path, os.O_CREAT | os.O_RDWR | os.O_NOFOLLOW, 0o644)):
+        yield
