@@ -8,6 +8,7 @@ the single-process identity (rank 0 of 1), so stages call them unconditionally.
 
 from __future__ import annotations
 
+import atexit
 import os
 from typing import Any
 
@@ -40,6 +41,16 @@ def init() -> None:
     if torch.cuda.is_available():
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+    atexit.register(_leave)
+
+
+def _leave() -> None:
+    """Tear the group down before the interpreter does: gloo's worker threads would otherwise
+    outlive it, and the C++ runtime aborts the finished process (exit -6 after a good result)."""
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 _SENT = [0]  # broadcasts rank 0 has made in this process (see sent())
