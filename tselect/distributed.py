@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import atexit
 import os
+from collections.abc import Callable
 from typing import Any
 
 
@@ -73,6 +74,49 @@ def broadcast(obj: Any = None) -> Any:
     box = [obj if is_main() else None]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+class Lead:
+    """Rank 0's handle inside `owned`: hands the other ranks a job and does its own share with them."""
+
+    def __init__(self):
+        self.waiting = True  # the other ranks wait in broadcast() (not inside a job's collectives)
+
+    def job(self, msg: dict, work: Callable[[], Any]) -> Any:
+        """Every other rank runs follow(msg) while this one runs work() (the two meet in collectives)."""
+        broadcast({"job": msg})
+        self.waiting = False  # a failure now leaves them in a collective: torchrun ends them when this rank exits
+        out = work()
+        self.waiting = True
+        return out
+
+
+def owned(lead: Callable[[Lead], str], follow: Callable[[dict], Any]) -> str:
+    """A stage whose store work rank 0 owns: rank 0 runs lead(handle) -> id (lock, `.part`,
+    manifest), the others never touch the store and run follow(msg) for each handle.job(msg, ...).
+
+    Every rank returns rank 0's id. A failure on rank 0 while the others wait for a message
+    reaches them as a UserError (no hang); a finished artifact costs one broadcast on every
+    rank. In one process: lead(handle) with job() running work() alone.
+    """
+    from tselect.errors import UserError
+
+    init()
+    if not is_main():
+        while "job" in (msg := broadcast()):
+            follow(msg["job"])
+        if "error" in msg:
+            raise UserError(msg["error"])
+        return msg["done"]
+    handle = Lead()
+    try:
+        aid = lead(handle)
+    except Exception as e:
+        if world_size() > 1 and handle.waiting:
+            broadcast({"error": str(e) if isinstance(e, UserError) else f"rank 0 failed: {type(e).__name__}: {e}"})
+        raise
+    broadcast({"done": aid})
+    return aid
 
 
 def gather(obj: Any) -> list[Any] | None:

@@ -176,12 +176,22 @@ class _Collator:
 
     def __call__(self, rows: list[dict[str, list[int]]]) -> dict[str, Any]:
         ids, mask, labels = right_pad([(r["input_ids"], r["labels"]) for r in rows], self.pad_id)  # [B, T] each
-        self.tokens_seen += int(mask.sum())
+        self.tokens_seen += int(mask.sum()) - sum(1 for r in rows if r is _PAD_ROW)  # padding rows: 1 token each
         return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
-def _epoch_sampler(n: int, seed: int):
-    """A sampler whose epoch-e order is numpy default_rng((seed, e)).permutation(n)."""
+# Data-parallel padding: one token, no label, so it adds no loss term, no label-token count and
+# no gradient; it only evens out the ranks' last micro-batches of an epoch.
+_PAD_ROW: dict[str, list[int]] = {"input_ids": [0], "labels": [-100]}
+
+
+def _epoch_sampler(n: int, seed: int, multiple: int = 1):
+    """A sampler whose epoch-e order is numpy default_rng((seed, e)).permutation(n).
+
+    multiple > 1 (ranks x micro-batch under DDP): the order is followed by index n (_PAD_ROW)
+    up to a multiple of it, so accelerate's sharding never repeats real rows to even out the
+    ranks, and every optimizer step holds the rows one process would put in it.
+    """
     from torch.utils.data import Sampler
 
     class EpochPermutation(Sampler):
@@ -192,10 +202,10 @@ def _epoch_sampler(n: int, seed: int):
             self.epoch = epoch
 
         def __len__(self):
-            return n
+            return -(-n // multiple) * multiple
 
         def __iter__(self):
-            return iter(np.random.default_rng((seed, self.epoch)).permutation(n).tolist())
+            return iter(np.random.default_rng((seed, self.epoch)).permutation(n).tolist() + [n] * (len(self) - n))
 
     return EpochPermutation()
 
@@ -270,7 +280,7 @@ def _make_trainer(model, rows, cfg: TrainConfig, collator: _Collator, out_dir: s
 
     class SeededTrainer(Trainer):
         def _get_train_sampler(self, train_dataset=None):
-            return _epoch_sampler(len(rows), cfg.seed)
+            return _epoch_sampler(len(rows), cfg.seed, multiple)
 
         def create_scheduler(self, num_training_steps: int, optimizer=None):
             if schedule is None:  # HF's "linear" with warmup_ratio
@@ -297,7 +307,9 @@ def _make_trainer(model, rows, cfg: TrainConfig, collator: _Collator, out_dir: s
                 on_epoch(round(state.epoch), model, adam_moments(model, optimizer), mean_lr)
             self.lrs = []
 
-    trainer = SeededTrainer(model=model, args=_training_args(cfg, out_dir, save_steps, runtime, model), train_dataset=rows,
+    multiple = cfg.batch_size * _ranks(runtime) if _ranks(runtime) > 1 else 1
+    trainer = SeededTrainer(model=model, args=_training_args(cfg, out_dir, save_steps, runtime, model),
+                            train_dataset=rows + [_PAD_ROW] if multiple > 1 else rows,
                             data_collator=collator, callbacks=[Hooks()])
     trainer.remove_callback(PrinterCallback)  # it prints every log dict to stdout
     return trainer
@@ -364,8 +376,7 @@ def train(model, rows: Sequence, cfg: TrainConfig, pad_id: int,
 
 def _ranks(runtime: Runtime | None) -> int:
     """Processes training together: the launch's world size when the caller passes a Runtime
-    (finetune: every rank calls train); 1 otherwise (the warmup trains on one rank while the
-    others of a torchrun featurize wait on its lock)."""
+    (finetune and the warmup: every rank calls train); 1 otherwise."""
     from tselect import distributed
 
     return distributed.world_size() if runtime is not None else 1

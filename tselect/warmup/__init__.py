@@ -20,6 +20,7 @@ package imports this module at CLI start-up.
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,13 +91,38 @@ def save_checkpoint(model, moments: dict[str, dict], directory: Path, state: dic
     store.write_json(directory / "state.json", state)
 
 
-def train_warmup(model, rows, pad_id: int, cfg: WarmupRecipe, out_dir: Path) -> list[dict]:
+def rank_share(train: TrainConfig, world: int) -> TrainConfig:
+    """The settings each of `world` data-parallel ranks trains with: same rows per optimizer step.
+
+    training.local_grad_accum counts effective_batch_size over ALL ranks, so only the micro-batch
+    changes: the largest divisor of effective_batch_size / world up to batch_size. Each step still
+    averages the same rows' token-mean loss (up to float order), so the recipe and its id do not
+    depend on the launch. An effective batch that does not split over the ranks is refused.
+    """
+    if world <= 1:
+        return train
+    eff = train.effective_batch_size
+    if eff % world:
+        raise UserError(f"the warmup's effective batch of {eff} rows does not split over {world} processes; "
+                        f"launch a number of processes that divides {eff}, or run `tselect warmup` in one process first")
+    share = eff // world
+    micro = max(d for d in range(1, min(train.batch_size, share) + 1) if share % d == 0)
+    return dataclasses.replace(train, batch_size=micro)
+
+
+def train_warmup(model, rows, pad_id: int, cfg: WarmupRecipe, out_dir: Path) -> tuple[list[dict], dict]:
     """Train a LoRA on `rows` (EncodedRow) and write one checkpoint per epoch into out_dir.
 
-    Returns the checkpoints' summaries [{name, step, epoch, mean_lr, loss}].
+    Under a multi-process launch this is rank 0's share of a DDP run (the other ranks run
+    `_train_share` with the same settings); only this rank writes. Returns the checkpoints'
+    summaries [{name, step, epoch, mean_lr, loss}] and the run's cost (training.train's, plus
+    the per-rank micro_batch).
     """
+    from tselect import distributed
+    from tselect.runtime import Runtime
     from tselect.training import expected_steps, train
 
+    used = rank_share(cfg.train, distributed.world_size())
     losses: list[float] = []  # the current epoch's per-step losses
     summaries: list[dict] = []
     every = max(1, expected_steps(len(rows), cfg.train) // 10)
@@ -113,33 +139,62 @@ def train_warmup(model, rows, pad_id: int, cfg: WarmupRecipe, out_dir: Path) -> 
         summaries.append({"name": f"ckpt-{step}", **state})
         losses.clear()
 
-    train(model, rows, cfg.train, pad_id, on_step=on_step, on_epoch=on_epoch)
-    return summaries
+    # runtime: DDP over every rank of the launch (one process: the plain loop)
+    result = train(model, rows, used, pad_id, on_step=on_step, on_epoch=on_epoch, runtime=Runtime())
+    return summaries, {**result.cost, "micro_batch": used.batch_size}
+
+
+def _train_share(job: dict) -> None:
+    """A rank other than 0: load the base and train its share of rank 0's run; writes nothing."""
+    from tselect.models import load_model
+    from tselect.runtime import Runtime
+    from tselect.training import train
+
+    model, _ = load_model(job["ref"])
+    train(model, job["rows"], job["train"], job["pad_id"], runtime=Runtime())
 
 
 def produce_warmup(root: Path, model_spec: str | None, pool: Dataset, cfg: WarmupRecipe) -> str:
-    """The warmup artifact id for (model, pool, cfg), training it first if it is missing."""
-    from tselect.data.tokenize import encode
-    from tselect.models import load_model, resolve_model
+    """The warmup artifact id for (model, pool, cfg), training it first if it is missing.
+
+    Under torchrun every rank calls this: rank 0 alone holds the lock and writes the artifact,
+    every rank trains its share of the rows (DDP), every rank returns the id.
+    """
+    from tselect import distributed
+    from tselect.models import resolve_model
 
     ref = resolve_model(model_spec)
     inputs = {"model": ref.fingerprint, "pool": pool.content_hash}
 
-    def write(build: artifacts.Build) -> None:
-        idx = sample_indices(len(pool), cfg)
-        model, tok = load_model(ref)
-        enc = encode([pool.examples[i] for i in idx], tok, cfg.train.max_length)
-        if not enc.rows:
-            raise UserError(f"none of the {len(idx)} warmup rows has response tokens within "
-                            f"max_length={cfg.train.max_length}; use a preset with a larger max_length")
-        summaries = train_warmup(model, enc.rows, tok.pad_token_id, cfg, build.path)
-        store.write_json(build.path / "sample.json", {"indices": [int(idx[k]) for k in enc.kept],
-                                                      "skipped": [int(idx[k]) for k, _ in enc.skipped]})
-        store.write_json(build.path / "checkpoints.json", summaries)
-        build.record(n_examples=len(enc.rows), n_tokens=enc.n_tokens, steps=summaries[-1]["step"],
-                     mean_lrs=[s["mean_lr"] for s in summaries], losses=[s["loss"] for s in summaries])
+    def lead(handle: distributed.Lead) -> str:
+        return artifacts.produce(root, "warmup", identity.hashed(cfg, format=FORMAT), inputs,
+                                 lambda build: _write(build, ref, pool, cfg, handle))
 
-    return artifacts.produce(root, "warmup", identity.hashed(cfg, format=FORMAT), inputs, write)
+    return distributed.owned(lead, _train_share)
+
+
+def _write(build: artifacts.Build, ref, pool: Dataset, cfg: WarmupRecipe, handle) -> None:
+    """Rank 0: sample and encode the rows, train them with the other ranks, write the artifact."""
+    from tselect import distributed
+    from tselect.data.tokenize import encode
+    from tselect.models import load_model
+
+    idx = sample_indices(len(pool), cfg)
+    used = rank_share(cfg.train, distributed.world_size())  # refuses before any rank loads a model
+    model, tok = load_model(ref)
+    enc = encode([pool.examples[i] for i in idx], tok, cfg.train.max_length)
+    if not enc.rows:
+        raise UserError(f"none of the {len(idx)} warmup rows has response tokens within "
+                        f"max_length={cfg.train.max_length}; use a preset with a larger max_length")
+    job = {"ref": ref, "rows": enc.rows, "train": used, "pad_id": tok.pad_token_id}
+    summaries, cost = handle.job(job, lambda: train_warmup(model, enc.rows, tok.pad_token_id, cfg, build.path))
+    store.write_json(build.path / "sample.json", {"indices": [int(idx[k]) for k in enc.kept],
+                                                  "skipped": [int(idx[k]) for k, _ in enc.skipped]})
+    store.write_json(build.path / "checkpoints.json", summaries)
+    build.record(n_examples=len(enc.rows), n_tokens=enc.n_tokens, steps=summaries[-1]["step"],
+                 mean_lrs=[s["mean_lr"] for s in summaries], losses=[s["loss"] for s in summaries],
+                 world_size=cost["world_size"], micro_batch=cost["micro_batch"], sharding=cost["sharding"],
+                 wall_seconds=cost["wall_seconds"])
 
 
 @dataclass(frozen=True)
