@@ -128,3 +128,61 @@ def test_two_rank_featurize_less_trains_the_missing_warmup_and_matches_one_proce
             x, y = torch.as_tensor(x, dtype=torch.float64), torch.as_tensor(y, dtype=torch.float64)
             cos = torch.nn.functional.cosine_similarity(x, y, dim=1)
             assert float(cos.min()) > 0.9999, f"checkpoint {k}: min row cosine {float(cos.min()):.6f}"
+
+
+@pytest.mark.parametrize(("batch", "eff", "world", "micro"), [(8, 16, 1, 8), (8, 16, 2, 8), (8, 16, 8, 2), (8, 16, 16, 1),
+                                                             (1, 128, 8, 1), (4, 12, 2, 3), (4, 8, 2, 4)])
+def test_rank_share_keeps_the_rows_of_an_optimizer_step(batch, eff, world, micro):
+    from tselect.training import TrainConfig, local_grad_accum
+    from tselect.warmup import rank_share
+
+    cfg = TrainConfig(batch_size=batch, effective_batch_size=eff)
+    used = rank_share(cfg, world)
+    assert used.batch_size == micro
+    assert used.batch_size * world * local_grad_accum(used, world) == eff  # rows per step over all ranks
+    assert used == cfg.__class__(**{**cfg.__dict__, "batch_size": micro})  # nothing else changes
+
+
+def test_rank_share_refuses_an_effective_batch_the_ranks_cannot_split():
+    from tselect.errors import UserError
+    from tselect.training import TrainConfig
+    from tselect.warmup import rank_share
+
+    with pytest.raises(UserError, match="effective batch of 16 rows does not split over 3 processes"):
+        rank_share(TrainConfig(batch_size=8, effective_batch_size=16), 3)
+
+
+def test_ddp_epochs_end_in_label_free_padding_rows_not_repeated_rows():
+    import numpy as np
+
+    from tselect.training import _PAD_ROW, _Collator, _epoch_sampler
+
+    plain, padded = _epoch_sampler(12, 0), _epoch_sampler(12, 0, multiple=8)
+    plain.set_epoch(1)
+    padded.set_epoch(1)
+    assert list(plain) == np.random.default_rng((0, 1)).permutation(12).tolist() and len(plain) == 12
+    assert list(padded) == list(plain) + [12] * 4 and len(padded) == 16  # index 12 is the padding row
+    collate = _Collator(pad_id=0)
+    batch = collate([{"input_ids": [5, 6, 7], "labels": [-100, 6, 7]}, _PAD_ROW])
+    assert (batch["labels"][1] == -100).all()  # no loss term, no label token counted
+    assert collate.tokens_seen == 3
+
+
+def test_owned_in_one_process_runs_the_job_on_this_rank(monkeypatch):
+    from tselect import distributed
+
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    seen = []
+
+    def lead(handle):
+        assert handle.job({"x": 1}, lambda: seen.append("work") or 7) == 7
+        return "warmup-abc"
+
+    assert distributed.owned(lead, lambda msg: seen.append("follow")) == "warmup-abc"
+    assert seen == ["work"]  # no other rank: follow never runs
+
+    def broken(handle):
+        raise ValueError("boom")
+
+    with pytest.raises(ValueError, match="boom"):
+        distributed.owned(broken, lambda msg: None)
