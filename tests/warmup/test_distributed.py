@@ -109,6 +109,33 @@ def test_a_failure_on_rank_zero_reaches_the_other_rank(tmp_path, pool, tiny_mode
 
 
 @pytest.mark.slow
+def test_a_failure_on_rank_zero_after_training_reaches_the_other_rank(tmp_path, pool, tiny_model_dir):
+    """Rank 0 fails writing checkpoints.json, after the ranks trained together: rank 1, back to
+    waiting for a message, gets "rank 0 failed" as its one-line error; nothing is published."""
+    bad = tmp_path / "bad.py"
+    bad.write_text(Path(LAUNCH).read_text().replace('if __name__ == "__main__":', """
+import tselect.warmup as W
+_write_json = W.store.write_json
+
+
+def _disk_full(path, obj):
+    if path.name == "checkpoints.json":
+        raise OSError("disk full")
+    _write_json(path, obj)
+
+
+if __name__ == "__main__":
+    W.store.write_json = _disk_full"""))
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(bad)]
+    proc = subprocess.run([*launch, "warmup", "--preset", "exact", "--pool", str(pool[0]), "--model",
+                           str(tiny_model_dir), "--store", str(tmp_path / "s")],
+                          capture_output=True, text=True, env=_env(), timeout=240)
+    assert proc.returncode != 0 and proc.stdout == ""
+    assert "error: rank 0 failed: OSError: disk full" in proc.stderr, proc.stderr[-3000:]
+    assert not [p for p in (tmp_path / "s" / "warmup").iterdir() if not p.name.endswith((".lock", ".part"))]
+
+
+@pytest.mark.slow
 def test_two_rank_featurize_less_trains_the_missing_warmup_and_matches_one_process(tmp_path, pool, tiny_model_dir):
     from tselect import artifacts, store
 

@@ -14,7 +14,9 @@ Layout of `<root>/warmup/<id>/`:
 
 Training is `tselect.training.train` (the loop finetune uses: token-mean CE per optimizer step,
 AdamW, linear warmup then linear decay, data order seeded by (seed, epoch)) with an `on_epoch`
-hook that writes each checkpoint. torch/peft are imported inside functions: the featurize
+hook that writes each checkpoint. Under torchrun every rank calls produce_warmup: rank 0 owns
+the store (distributed.owned: lock, `.part`, manifest), every rank trains its share of each
+optimizer step (DDP, rank_share). torch/peft are imported inside functions: the featurize
 package imports this module at CLI start-up.
 """
 
