@@ -138,6 +138,30 @@ def test_a_launcher_runs_a_stage_config_on_two_ranks(tmp_path, pool, tiny_model_
 
 
 @pytest.mark.slow
+def test_accelerate_launch_runs_a_stage_on_two_ranks(tmp_path, pool, tiny_model_dir, monkeypatch):
+    """`accelerate launch` instead of torchrun, as a --launcher (its `-m` runs tselect as a module).
+    On CPU it needs --multi_gpu to start several processes (on GPUs it turns that on itself); the
+    full fine-tune is FSDP-sharded as under torchrun, and rank 0 alone prints the id."""
+    from tselect import distributed
+    from tselect.finetune import FinetuneConfig
+    from tselect.training import TrainConfig
+
+    for k, v in {**_env(), "HF_HOME": str(tmp_path / "hf")}.items():  # no user accelerate config
+        monkeypatch.setenv(k, v)
+    cfg = FinetuneConfig(selection="full", pool=str(pool), budget=16, model=str(tiny_model_dir),
+                         train=TrainConfig(method="full", lr=1e-2, epochs=1, batch_size=1, effective_batch_size=2,
+                                           max_length=64))
+    launcher = f"{sys.executable} -m accelerate.commands.launch --multi_gpu --num_processes 2 --main_process_port 0"
+    aid = distributed.launch(launcher, cfg, str(tmp_path / "s"))
+    art = tmp_path / "s" / "finetune" / aid
+    cost = json.loads((art / "manifest.json").read_text())["record"]["cost"]
+    assert (cost["world_size"], cost["sharding"]) == (2, "fsdp") and len(cost["params_held"]) == 2
+    from transformers import AutoModelForCausalLM
+
+    AutoModelForCausalLM.from_pretrained(art / "model")
+
+
+@pytest.mark.slow
 def test_an_interrupted_two_rank_run_resumes_from_its_checkpoint(tmp_path, pool, tiny_model_dir):
     """Kill a 2-rank run once its first Trainer checkpoint is complete; a new 2-rank launch resumes
     from it (every rank from the same checkpoint) and ends where one uninterrupted process ends."""
