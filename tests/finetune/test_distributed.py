@@ -162,15 +162,17 @@ def test_accelerate_launch_runs_a_stage_on_two_ranks(tmp_path, pool, tiny_model_
 
 
 @pytest.mark.slow
-def test_an_interrupted_two_rank_run_resumes_from_its_checkpoint(tmp_path, pool, tiny_model_dir):
+@pytest.mark.parametrize("method", ["lora", "full"])
+def test_an_interrupted_two_rank_run_resumes_from_its_checkpoint(tmp_path, pool, tiny_model_dir, method):
     """Kill a 2-rank run once its first Trainer checkpoint is complete; a new 2-rank launch resumes
-    from it (every rank from the same checkpoint) and ends where one uninterrupted process ends."""
+    from it (every rank from the same checkpoint) and ends where one uninterrupted process ends.
+    LoRA checkpoints are DDP's (whole adapter + optimizer); full ones FSDP's (gathered on rank 0)."""
     import signal
     import time
 
     args = ["finetune", "--selection", "full", "--budget", "24", "--batch-size", "1", "--effective-batch-size", "2",
             "--epochs", "4", "--lr", "1e-2", "--warmup-ratio", "0", "--max-length", "64", "--lora-dropout", "0",
-            "--pool", str(pool), "--model", str(tiny_model_dir)]
+            "--pool", str(pool), "--model", str(tiny_model_dir), "--method", method]
     launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "tselect"]
     store = tmp_path / "two"
     proc = subprocess.Popen([*launch, *args, "--store", str(store)], env=_env(), start_new_session=True,
@@ -182,12 +184,19 @@ def test_an_interrupted_two_rank_run_resumes_from_its_checkpoint(tmp_path, pool,
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert list(store.glob("finetune/*.part")) and not list(store.glob("finetune/finetune-*[!kt]"))
+    if method == "full":  # the checkpoint is FSDP's: weights and optimizer state gathered from the shards
+        (ckpt,) = [p.parent for p in store.glob("finetune/*.part/checkpoints/checkpoint-*/trainer_state.json")]
+        assert (ckpt / "pytorch_model_fsdp.bin").is_file() and (ckpt / "optimizer.bin").is_file()
     (aid,) = _tselect([*args, "--store", str(store)], nproc=2).stdout.split()
     assert _tselect([*args, "--store", str(tmp_path / "one")]).stdout.split() == [aid]
-    a = _weights(store / "finetune" / aid / "adapter" / "adapter_model.safetensors")
-    b = _weights(tmp_path / "one" / "finetune" / aid / "adapter" / "adapter_model.safetensors")
+    weights = "adapter/adapter_model.safetensors" if method == "lora" else "model/model.safetensors"
+    a = _weights(store / "finetune" / aid / weights)
+    b = _weights(tmp_path / "one" / "finetune" / aid / weights)
+    assert a.keys() == b.keys()
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5)
+    cost = json.loads((store / "finetune" / aid / "manifest.json").read_text())["record"]["cost"]
+    assert cost["sharding"] == {"lora": "ddp", "full": "fsdp"}[method]
     curve = json.loads((store / "finetune" / aid / "train_curve.json").read_text())
     assert len(curve["lr"]) == 48  # the resumed run's log covers every step
 
