@@ -62,7 +62,12 @@ def uses_fsdp(rt: Runtime, method: str, world: int) -> bool:
     """FSDP for this run? Full shard under a multi-process launch for --method full (auto) or when
     asked (--sharding fsdp), on GPUs (nccl) and on CPU (gloo) alike: on CPU the trainer points
     accelerate at its FSDP code (tselect.training), which it otherwise enables only for GPU-like
-    devices."""
+    devices. LoRA with FSDP is refused: peft saves an empty adapter from an FSDP-sharded model."""
+    from tselect.errors import UserError
+
+    if rt.sharding == "fsdp" and method == "lora":
+        raise UserError("--sharding fsdp is for --method full: LoRA trains with DDP (peft cannot save an adapter "
+                        "from FSDP shards); use --sharding auto or ddp")
     return world > 1 and (rt.sharding == "fsdp" or (rt.sharding == "auto" and method == "full"))
 
 

@@ -450,6 +450,11 @@ def save_adapter(model, directory: str | Path) -> Path:
     directory = Path(directory)
     # save_embedding_layers=False: embeddings never train here, and "auto" may query the Hub.
     model.save_pretrained(str(directory), safe_serialization=True, save_embedding_layers=False)
+    from safetensors import safe_open
+
+    with safe_open(str(directory / "adapter_model.safetensors"), framework="pt") as f:
+        if not list(f.keys()):  # e.g. an FSDP-sharded PeftModel: peft finds no adapter weights in it
+            raise RuntimeError(f"the adapter written to {directory} holds no weights; refusing to publish it")
     return directory
 
 
