@@ -58,29 +58,27 @@ def optimizer_name(rt: Runtime, cuda: bool) -> str:
     return rt.optim
 
 
-def uses_fsdp(rt: Runtime, method: str, world: int, gpu: bool = True) -> bool:
-    """FSDP for this run? Only on GPUs: accelerate turns FSDP on for multi-GPU-like device types
-    and runs a multi-CPU (gloo) job as DDP whatever is asked, so on CPU --sharding fsdp is refused
-    and auto means DDP."""
+def uses_fsdp(rt: Runtime, method: str, world: int) -> bool:
+    """FSDP for this run? Full shard under a multi-process launch for --method full (auto) or when
+    asked (--sharding fsdp), on GPUs (nccl) and on CPU (gloo) alike: on CPU the trainer points
+    accelerate at its FSDP code (tselect.training), which it otherwise enables only for GPU-like
+    devices. LoRA with FSDP is refused: peft saves an empty adapter from an FSDP-sharded model."""
     from tselect.errors import UserError
 
-    wanted = world > 1 and (rt.sharding == "fsdp" or (rt.sharding == "auto" and method == "full"))
-    if wanted and not gpu:
-        if rt.sharding == "fsdp":
-            raise UserError("--sharding fsdp needs GPUs (accelerate runs CPU processes as DDP); "
-                            "use --sharding auto or ddp on this machine")
-        return False
-    return wanted
+    if rt.sharding == "fsdp" and method == "lora":
+        raise UserError("--sharding fsdp is for --method full: LoRA trains with DDP (peft cannot save an adapter "
+                        "from FSDP shards); use --sharding auto or ddp")
+    return world > 1 and (rt.sharding == "fsdp" or (rt.sharding == "auto" and method == "full"))
 
 
-def sharding_args(rt: Runtime, method: str, world: int, model, gpu: bool) -> dict[str, Any]:
+def sharding_args(rt: Runtime, method: str, world: int, model) -> dict[str, Any]:
     """TrainingArguments fields for DDP / FSDP and activation checkpointing.
 
     FSDP: full shard, one unit per decoder layer (the model's `_no_split_modules`), activation
     checkpointing inside FSDP (the Trainer refuses both FSDP's and its own), full state dict
     gathered on rank 0 for saving. DDP: LoRA leaves the frozen base out of the reducer.
     """
-    if uses_fsdp(rt, method, world, gpu):
+    if uses_fsdp(rt, method, world):
         # FSDP2 (transformers' default version): reshard_after_forward = full shard
         config = {"version": 2, "reshard_after_forward": True, "activation_checkpointing": True,
                   "state_dict_type": "FULL_STATE_DICT"}

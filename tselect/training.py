@@ -254,7 +254,7 @@ def _training_args(cfg: TrainConfig, out_dir: str, save_steps: int | None = None
         # DDP averages gradients over ranks; counting label tokens over all ranks keeps the
         # objective the token mean of the whole optimizer step, as in one process.
         average_tokens_across_devices=True,
-        **sharding_args(rt, cfg.method, world, model, cuda),
+        **sharding_args(rt, cfg.method, world, model),
     )
 
 
@@ -308,11 +308,30 @@ def _make_trainer(model, rows, cfg: TrainConfig, collator: _Collator, out_dir: s
             self.lrs = []
 
     multiple = cfg.batch_size * _ranks(runtime) if _ranks(runtime) > 1 else 1
-    trainer = SeededTrainer(model=model, args=_training_args(cfg, out_dir, save_steps, runtime, model),
-                            train_dataset=rows + [_PAD_ROW] if multiple > 1 else rows,
+    args = _training_args(cfg, out_dir, save_steps, runtime, model)
+    if args.fsdp and args.use_cpu:
+        _accelerate_fsdp_on_cpu()
+    trainer = SeededTrainer(model=model, args=args, train_dataset=rows + [_PAD_ROW] if multiple > 1 else rows,
                             data_collator=collator, callbacks=[Hooks()])
     trainer.remove_callback(PrinterCallback)  # it prints every log dict to stdout
     return trainer
+
+
+def _accelerate_fsdp_on_cpu() -> None:
+    """Let accelerate shard with FSDP on CPU processes (gloo), as it does on GPUs.
+
+    accelerate sorts a gloo job as MULTI_CPU, which it always runs as DDP: its FSDP branch is taken
+    only for GPU-like process groups. Marking the (already joined) group multi-device before the
+    Trainer builds its Accelerator sends it down that branch, so the sharding (fully_shard per
+    decoder layer), the FSDP checkpoints and the rank-0 full state dict run accelerate's own GPU
+    code on CPU tensors; nothing else differs from a GPU run.
+    """
+    from accelerate.state import PartialState
+    from accelerate.utils import DistributedType
+
+    state = PartialState(cpu=True)
+    if state.distributed_type == DistributedType.MULTI_CPU:
+        PartialState._shared_state["distributed_type"] = DistributedType.MULTI_GPU
 
 
 def train(model, rows: Sequence, cfg: TrainConfig, pad_id: int,
@@ -353,6 +372,7 @@ def train(model, rows: Sequence, cfg: TrainConfig, pad_id: int,
         state_dict = _gathered_state_dict(trainer)
     wall = time.perf_counter() - start
     tokens = distributed.gather(collator.tokens_seen) if collective else None  # every rank's share, on rank 0
+    held = distributed.gather(_held_numel(trainer.model_wrapped)) if collective else None
     logs = [h for h in trainer.state.log_history if "loss" in h]
     trained = trainer.model.eval()
     cost = {
@@ -360,6 +380,7 @@ def train(model, rows: Sequence, cfg: TrainConfig, pad_id: int,
         "tokens_seen": sum(tokens) if tokens else collator.tokens_seen,
         "world_size": _ranks(runtime),
         "sharding": "fsdp" if trainer.is_fsdp_enabled else ("ddp" if collective else "none"),
+        "params_held": held,  # parameter elements each rank holds: shards under FSDP, whole copies under DDP
         "gradient_checkpointing": bool(trainer.args.activation_checkpointing or trainer.is_fsdp_enabled),
         "optim": str(trainer.args.optim.value if hasattr(trainer.args.optim, "value") else trainer.args.optim),
         "examples_seen": len(data) * cfg.epochs,
@@ -380,6 +401,11 @@ def _ranks(runtime: Runtime | None) -> int:
     from tselect import distributed
 
     return distributed.world_size() if runtime is not None else 1
+
+
+def _held_numel(model) -> int:
+    """Parameter elements this process holds: its local shards of FSDP's DTensors, else every element."""
+    return sum(p.to_local().numel() if hasattr(p, "to_local") else p.numel() for p in model.parameters())
 
 
 def _gathered_state_dict(trainer) -> dict | None:
@@ -435,6 +461,11 @@ def save_adapter(model, directory: str | Path) -> Path:
     directory = Path(directory)
     # save_embedding_layers=False: embeddings never train here, and "auto" may query the Hub.
     model.save_pretrained(str(directory), safe_serialization=True, save_embedding_layers=False)
+    from safetensors import safe_open
+
+    with safe_open(str(directory / "adapter_model.safetensors"), framework="pt") as f:
+        if not list(f.keys()):  # e.g. an FSDP-sharded PeftModel: peft finds no adapter weights in it
+            raise RuntimeError(f"the adapter written to {directory} holds no weights; refusing to publish it")
     return directory
 
 

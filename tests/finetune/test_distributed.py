@@ -83,10 +83,10 @@ def test_lora_ddp_matches_one_process(tmp_path, pool, tiny_model_dir):
 
 
 @pytest.mark.slow
-def test_full_finetune_on_two_cpu_ranks_matches_one_process(tmp_path, pool, tiny_model_dir):
-    """--method full under torchrun. On GPUs this is FSDP full shard; on CPU accelerate runs gloo
-    processes as DDP (it enables FSDP only for GPU-like device types), so this checks the DDP path,
-    the rank-0 save of a whole model, and that --sharding fsdp is refused on CPU in one line."""
+def test_fsdp_full_finetune_on_two_cpu_ranks_matches_one_process(tmp_path, pool, tiny_model_dir):
+    """--method full under torchrun is FSDP full shard (the GPU code: accelerate's FSDP2 plugin,
+    here over gloo): each rank holds about half of the weights, rank 0 writes the whole model, and
+    it equals a one-process run with the same effective batch."""
     common = [*TRAIN, "--method", "full", "--pool", str(pool), "--model", str(tiny_model_dir)]
     two = _tselect([*common, "--store", str(tmp_path / "two")], nproc=2)
     one = _tselect([*common, "--store", str(tmp_path / "one")])
@@ -94,20 +94,28 @@ def test_full_finetune_on_two_cpu_ranks_matches_one_process(tmp_path, pool, tiny
     assert [aid] == one.stdout.split()
     art = tmp_path / "two" / "finetune" / aid
     cost = json.loads((art / "manifest.json").read_text())["record"]["cost"]
-    assert (cost["world_size"], cost["sharding"]) == (2, "ddp")
+    assert (cost["world_size"], cost["sharding"], cost["gradient_checkpointing"]) == (2, "fsdp", True)
+    total = cost["trainable_params"]
+    assert sum(cost["params_held"]) == total and all(n < 0.6 * total for n in cost["params_held"])  # sharded
     a, b = _weights(art / "model" / "model.safetensors"), _weights(tmp_path / "one" / "finetune" / aid / "model" / "model.safetensors")
     base = _weights(next(Path(tiny_model_dir).glob("*.safetensors")))
+    assert a.keys() == b.keys() == base.keys()  # the whole model, not a shard
     assert max(float((b[k] - base[k]).abs().max()) for k in base) > 1e-3  # it trained
     for k in b:
         torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5)
     from transformers import AutoModelForCausalLM
 
     AutoModelForCausalLM.from_pretrained(art / "model")
-    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
-    refused = subprocess.run([*launch, "-m", "tselect", *common, "--sharding", "fsdp", "--store", str(tmp_path / "x")],
-                             capture_output=True, text=True, env=_env(), timeout=300)
-    assert refused.returncode != 0 and "error: --sharding fsdp needs GPUs" in refused.stderr
-    assert not list((tmp_path / "x").glob("finetune/finetune-*[!k]"))  # no artifact, no .part (a .lock at most)
+    assert not list((tmp_path / "two" / "finetune").glob("*.part"))
+
+
+@pytest.mark.slow
+def test_full_finetune_with_ddp_on_two_cpu_ranks(tmp_path, pool, tiny_model_dir):
+    """--sharding ddp keeps a whole copy of the model per rank; same weights as FSDP would give."""
+    common = [*TRAIN, "--method", "full", "--sharding", "ddp", "--pool", str(pool), "--model", str(tiny_model_dir)]
+    (aid,) = _tselect([*common, "--store", str(tmp_path / "two")], nproc=2).stdout.split()
+    cost = json.loads((tmp_path / "two" / "finetune" / aid / "manifest.json").read_text())["record"]["cost"]
+    assert (cost["sharding"], cost["params_held"]) == ("ddp", [cost["trainable_params"]] * 2)
 
 
 @pytest.mark.slow
@@ -130,15 +138,41 @@ def test_a_launcher_runs_a_stage_config_on_two_ranks(tmp_path, pool, tiny_model_
 
 
 @pytest.mark.slow
-def test_an_interrupted_two_rank_run_resumes_from_its_checkpoint(tmp_path, pool, tiny_model_dir):
+def test_accelerate_launch_runs_a_stage_on_two_ranks(tmp_path, pool, tiny_model_dir, monkeypatch):
+    """`accelerate launch` instead of torchrun, as a --launcher (its `-m` runs tselect as a module).
+    On CPU it needs --multi_gpu to start several processes (on GPUs it turns that on itself); the
+    full fine-tune is FSDP-sharded as under torchrun, and rank 0 alone prints the id."""
+    from tselect import distributed
+    from tselect.finetune import FinetuneConfig
+    from tselect.training import TrainConfig
+
+    for k, v in {**_env(), "HF_HOME": str(tmp_path / "hf")}.items():  # no user accelerate config
+        monkeypatch.setenv(k, v)
+    cfg = FinetuneConfig(selection="full", pool=str(pool), budget=16, model=str(tiny_model_dir),
+                         train=TrainConfig(method="full", lr=1e-2, epochs=1, batch_size=1, effective_batch_size=2,
+                                           max_length=64))
+    launcher = f"{sys.executable} -m accelerate.commands.launch --multi_gpu --num_processes 2 --main_process_port 0"
+    aid = distributed.launch(launcher, cfg, str(tmp_path / "s"))
+    art = tmp_path / "s" / "finetune" / aid
+    cost = json.loads((art / "manifest.json").read_text())["record"]["cost"]
+    assert (cost["world_size"], cost["sharding"]) == (2, "fsdp") and len(cost["params_held"]) == 2
+    from transformers import AutoModelForCausalLM
+
+    AutoModelForCausalLM.from_pretrained(art / "model")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["lora", "full"])
+def test_an_interrupted_two_rank_run_resumes_from_its_checkpoint(tmp_path, pool, tiny_model_dir, method):
     """Kill a 2-rank run once its first Trainer checkpoint is complete; a new 2-rank launch resumes
-    from it (every rank from the same checkpoint) and ends where one uninterrupted process ends."""
+    from it (every rank from the same checkpoint) and ends where one uninterrupted process ends.
+    LoRA checkpoints are DDP's (whole adapter + optimizer); full ones FSDP's (gathered on rank 0)."""
     import signal
     import time
 
     args = ["finetune", "--selection", "full", "--budget", "24", "--batch-size", "1", "--effective-batch-size", "2",
             "--epochs", "4", "--lr", "1e-2", "--warmup-ratio", "0", "--max-length", "64", "--lora-dropout", "0",
-            "--pool", str(pool), "--model", str(tiny_model_dir)]
+            "--pool", str(pool), "--model", str(tiny_model_dir), "--method", method]
     launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "tselect"]
     store = tmp_path / "two"
     proc = subprocess.Popen([*launch, *args, "--store", str(store)], env=_env(), start_new_session=True,
@@ -150,12 +184,19 @@ def test_an_interrupted_two_rank_run_resumes_from_its_checkpoint(tmp_path, pool,
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert list(store.glob("finetune/*.part")) and not list(store.glob("finetune/finetune-*[!kt]"))
+    if method == "full":  # the checkpoint is FSDP's: weights and optimizer state gathered from the shards
+        (ckpt,) = [p.parent for p in store.glob("finetune/*.part/checkpoints/checkpoint-*/trainer_state.json")]
+        assert (ckpt / "pytorch_model_fsdp.bin").is_file() and (ckpt / "optimizer.bin").is_file()
     (aid,) = _tselect([*args, "--store", str(store)], nproc=2).stdout.split()
     assert _tselect([*args, "--store", str(tmp_path / "one")]).stdout.split() == [aid]
-    a = _weights(store / "finetune" / aid / "adapter" / "adapter_model.safetensors")
-    b = _weights(tmp_path / "one" / "finetune" / aid / "adapter" / "adapter_model.safetensors")
+    weights = "adapter/adapter_model.safetensors" if method == "lora" else "model/model.safetensors"
+    a = _weights(store / "finetune" / aid / weights)
+    b = _weights(tmp_path / "one" / "finetune" / aid / weights)
+    assert a.keys() == b.keys()
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5)
+    cost = json.loads((store / "finetune" / aid / "manifest.json").read_text())["record"]["cost"]
+    assert cost["sharding"] == {"lora": "ddp", "full": "fsdp"}[method]
     curve = json.loads((store / "finetune" / aid / "train_curve.json").read_text())
     assert len(curve["lr"]) == 48  # the resumed run's log covers every step
 

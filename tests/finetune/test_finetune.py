@@ -69,6 +69,19 @@ def test_full_pool_full_finetune(store, toy_data, tiny_model_dir):
     AutoTokenizer.from_pretrained(trained_path(art))
 
 
+def test_lora_with_fsdp_is_refused_before_any_artifact(store, toy_data, tiny_model_dir):
+    """peft writes an empty adapter from an FSDP-sharded model, so LoRA + --sharding fsdp is a user error."""
+    from tselect.errors import UserError
+    from tselect.runtime import Runtime
+
+    pool, _ = toy_data
+    cfg = FinetuneConfig(selection="full", pool=str(pool), budget=4, model=str(tiny_model_dir), train=QUICK,
+                         runtime=Runtime(sharding="fsdp"))
+    with pytest.raises(UserError, match="--sharding fsdp is for --method full"):
+        run(cfg, store)
+    assert not list(store.glob("finetune/finetune-*[!k]"))  # no artifact, no .part (a .lock at most)
+
+
 def test_full_selection_needs_a_pool():
     with pytest.raises(ValueError, match="--pool"):
         FinetuneConfig(selection="full")

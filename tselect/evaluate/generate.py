@@ -30,22 +30,19 @@ def left_pad(prompts: Sequence[Sequence[int]], pad_id: int):
 def generate_texts(model, tok, prompts: Sequence[Sequence[int]], max_new_tokens: int, batch_size: int,
                    stop_at_newline: bool) -> list[str] | None:
     """Greedy continuation text of every prompt, in input order, on rank 0 (None on other ranks)."""
-    from tselect import distributed, progress
+    from tselect import progress
+    from tselect.evaluate import ranks
 
     order = sorted(range(len(prompts)), key=lambda i: (len(prompts[i]), i))  # little padding per batch
     # Batches are formed before splitting, so every row is generated in the same batch (same
     # padding, same kernels) as in one process: the texts do not depend on the number of ranks.
-    every = [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
-    batches = [every[k] for k in distributed.shard(len(every))]
+    mine = ranks.share(order, batch_size)
+    batches = [mine[s:s + batch_size] for s in range(0, len(mine), batch_size)]
     texts: dict[int, str] = {}
     for batch in progress.track(batches, len(batches), "generate"):
         texts.update(zip(batch, _generate_batch(model, tok, [prompts[i] for i in batch], max_new_tokens,
                                                 stop_at_newline)))
-    parts = distributed.gather(texts)
-    if parts is None:
-        return None
-    merged = {i: t for part in parts for i, t in part.items()}
-    return [merged[i] for i in range(len(prompts))]
+    return ranks.merged(texts, len(prompts))
 
 
 def _generate_batch(model, tok, prompts, max_new_tokens: int, stop_at_newline: bool) -> list[str]:

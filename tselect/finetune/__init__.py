@@ -207,12 +207,10 @@ def run(cfg: FinetuneConfig, root: Path) -> str:
 
 
 def _produce(cfg: FinetuneConfig, root: Path, told: list) -> str:
-    import torch
-
     from tselect.models import resolve_model
     from tselect.runtime import uses_fsdp
 
-    uses_fsdp(cfg.runtime, cfg.train.method, distributed.world_size(), torch.cuda.is_available())  # refuses early
+    uses_fsdp(cfg.runtime, cfg.train.method, distributed.world_size())  # refuses LoRA + FSDP before any .part
 
     examples, inputs, facts = _training_set(cfg, root)
     ref = resolve_model(cfg.model)

@@ -115,7 +115,7 @@ def dry_run(cfg, root, device_name: str | None = None, gpus: int | None = None) 
     lengths, note = row_lengths([_Rows(examples)], ref, cfg.train.max_length)
     t = cfg.train
     device = detect_device(device_name)
-    fsdp = uses_fsdp(cfg.runtime, t.method, gpus, gpu=not device.name.startswith("CPU"))
+    fsdp = uses_fsdp(cfg.runtime, t.method, gpus)
     p = plan_finetune(config, t.method, t.lora_r, t.target_modules, t.batch_size, t.max_length,
                       sum(lengths) * t.epochs, device, gpus, cfg.runtime.gradient_checkpointing, fsdp)
     return "\n".join(line for line in (f"rows {len(lengths):,} x {t.epochs} epochs", p.render(), note) if line)
