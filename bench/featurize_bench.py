@@ -267,7 +267,7 @@ def embedded(a: argparse.Namespace, dev) -> list[dict]:
 
 def markdown(doc: dict) -> str:
     lines = [f"# featurize bench ({doc['device']})", "", f"`{doc['command']}`", "",
-             f"load average (1, 5, 15 min): {doc['load_average']}", ""]
+             f"load average (1, 5, 15 min): {doc['load_average']}; CPU threads: {doc.get('threads')}", ""]
     for r in doc["rows"]:
         lines.append("- " + ", ".join(f"{k}={v}" for k, v in r.items()))
     return "\n".join(lines) + "\n"
