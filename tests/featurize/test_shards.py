@@ -121,3 +121,26 @@ def test_two_torchrun_ranks_finish_a_sharded_featurize(data, tmp_path):
         assert proc.stdout.split() == [one]
         assert contents(root, one) == contents(tmp_path / "one", one)
         assert not list((root / "featurize").glob("*.part"))
+
+
+def test_finished_means_a_full_set_of_records_for_one_shard_count():
+    from tselect.featurize.finish import _every_shard_finished
+
+    assert not _every_shard_finished({})
+    assert not _every_shard_finished({"0/2": {}})
+    assert _every_shard_finished({"0/2": {}, "1/2": {}})
+    assert not _every_shard_finished({"0/3": {}, "2/3": {}, "1/2": {}}), "records of different counts do not add up"
+    assert _every_shard_finished({"1/2": {}, "0/1": {}}), "a one-process rerun covers every row on its own"
+
+
+def test_merged_attrs_are_the_union_of_every_shards_empty_rows(tmp_path):
+    from tselect.featurize.finish import merge_attrs, record_shard
+
+    group = tmp_path / "features.zarr"
+    store.open_group(group)
+    record_shard(group, (1, 2), {"dim": 4, "empty_rows": {"query": [], "pool": [9, 3]}})
+    record_shard(group, (0, 2), {"dim": 4, "empty_rows": {"query": [1], "pool": [1, 6]}})
+    record_shard(group, (0, 1), {"dim": 4, "empty_rows": {"query": [1], "pool": [1, 3, 6, 9]}})  # a rerun overlaps
+    merge_attrs(group)
+    assert store.open_group(group).attrs.asdict() == {"dim": 4, "zero_rows": {"query": 1, "pool": 4},
+                                                       "empty_pool_rows": [1, 3, 6, 9]}
