@@ -22,3 +22,22 @@ def test_proj7b_case_never_mixes_devices():
 
     with OneDevice():
         proj7b(layers=1, batch=2, dim=256, dev=torch.device("meta"))
+
+
+def test_cpu_peak_is_the_most_bytes_alive_at_once():
+    # The bench's CPU "measured peak": allocations net of frees in time order, from the
+    # profiler's memory timeline. Exact on known allocations; what existed before is not counted.
+    from bench.featurize_bench import cpu_peak_bytes
+
+    before = torch.ones(10_000)  # 40 kB alive throughout: not part of the call's peak
+
+    def fn():
+        a = torch.ones(1000)  # 4 kB
+        b = torch.ones(2000)  # 8 kB -> 12 kB alive
+        del a
+        c = torch.ones(2500)  # 10 kB -> 18 kB alive
+        del b, c
+        d = torch.ones(3000)  # 12 kB alone
+        d.add_(before[:3000])  # in place: no allocation
+
+    assert cpu_peak_bytes(fn) == 18_000

@@ -208,3 +208,36 @@ def test_a_row_that_does_not_fit_plans_gradient_checkpointing(mm7b):
     assert checkpointed(mm7b, 4096, 2).peak_bytes(tokens // 2048, 2048) <= tight
     dynamic = checkpointed(mm7b, 4096, 2).peak_bytes(1, 2048) - static
     assert dynamic < 0.5 * (mm7b.peak_bytes(1, 2048) - static), "checkpointing keeps one layer's activations"
+
+
+def test_the_peak_for_few_label_positions_counts_their_loss_tensors_only():
+    # The vocab-sized loss tensors exist for LABEL positions only (a pool row's prompt carries
+    # none): the peak predicted from the batch's label count matches the measured one, and the
+    # worst case (every position a label, what the planner budgets for) is an upper bound.
+    from peft import LoraConfig, get_peft_model
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from bench.featurize_bench import cpu_peak_bytes
+    from tselect.featurize.adam import adam_transform
+    from tselect.featurize.grads import lora_param_names, projected_grads
+    from tselect.featurize.project import SparseJL
+
+    big_vocab = {**SMALL, "num_key_value_heads": 4, "vocab_size": 8192}
+    cfg = LlamaConfig(**{k: v for k, v in big_vocab.items() if k != "model_type"}, attn_implementation="sdpa")
+    torch.manual_seed(0)
+    model = get_peft_model(LlamaForCausalLM(cfg), LoraConfig(r=16, lora_alpha=32, target_modules=list(QKVO))).eval()
+    params = dict(model.named_parameters())
+    moments = {n: torch.rand(params[n].shape) for n in lora_param_names(model)}
+    ids = torch.randint(1, 8192, (2, 64), generator=torch.Generator().manual_seed(2))
+    labels = torch.full_like(ids, -100)
+    labels[:, 48:] = ids[:, 48:]  # the last quarter: the response
+    b = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels}
+    proj, transform = SparseJL(64), adam_transform(moments, moments)
+    projected_grads(model, b, proj, transform)
+    got = cpu_peak_bytes(lambda: projected_grads(model, b, proj, transform))
+    mm = memory_model(big_vocab, 16, QKVO, "float32")
+    n_labels = int((labels[:, 1:] != -100).sum())
+    ratio = (mm.peak_bytes(2, 64, n_labels) - mm.static_bytes) / got
+    worst = (mm.peak_bytes(2, 64) - mm.static_bytes) / got
+    assert 1.0 <= ratio < 1.15, f"predicted/measured per-batch peak {ratio:.3f} with {n_labels} label positions"
+    assert worst - ratio > 0.1, f"the label term is too small to matter here ({worst:.3f} vs {ratio:.3f})"

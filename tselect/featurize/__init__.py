@@ -9,7 +9,7 @@ from pathlib import Path
 from tselect import artifacts, identity, progress, store
 from tselect.data import load_dataset
 from tselect.errors import UserError
-from tselect.featurize import embed, less, rds, vectors
+from tselect.featurize import embed, finish, less, rds, vectors
 from tselect.featurize.common import SHARD, Checkpoint, copy_rows, write_unit_rows
 from tselect.featurize.config import FeaturizeConfig
 from tselect.lineage import data_location
@@ -111,6 +111,8 @@ def run(cfg: FeaturizeConfig, root: Path, shard: tuple[int, int] = (0, 1)) -> st
 
     def write(build: artifacts.Build) -> None:
         group = build.path / store.FEATURES
+        if shard != (0, 1) and not finish.start_shard(root, build.id, group, shard):
+            return  # another shard finished the artifact meanwhile: nothing of ours is missing
         with store.group_lock(group):
             store.open_group(group)  # create the root group before arrays
         token = SHARD.set(shard)
@@ -126,10 +128,12 @@ def run(cfg: FeaturizeConfig, root: Path, shard: tuple[int, int] = (0, 1)) -> st
                 write_checkpoint(group, ck, (len(query), len(pool)), cfg.dtype, f"{cfg.rep} {ck.name}", donor)
         finally:
             SHARD.reset(token)
-        with store.group_lock(group):  # every shard computes the same attrs; writes are serialized
-            store.set_attrs(group, {"representation": cfg.rep, "model": cfg.model, "n_pool": len(pool),
-                                    "n_query": len(query), **attrs})
+        with store.group_lock(group):  # shards' attrs writes are serialized
             store.write_json(build.path / "pool_ids.json", [ex.id for ex in pool.examples])  # export maps rows by id
+            finish.record_shard(group, shard, {"representation": cfg.rep, "model": cfg.model, "n_pool": len(pool),
+                                               "n_query": len(query), **attrs})
+            if shard == (0, 1):  # one process: it holds the artifact lock, nobody else writes
+                finish.merge_attrs(group)
         build.record(pool=data_location(cfg.pool), query=data_location(cfg.query), n_pool=len(pool), n_query=len(query),
                      query_subtasks=[ex.meta.get("subtask") for ex in query.examples],
                      pool_read={"fmt": cfg.fmt, "split": cfg.split, "columns": [list(c) for c in cfg.columns],
@@ -138,7 +142,7 @@ def run(cfg: FeaturizeConfig, root: Path, shard: tuple[int, int] = (0, 1)) -> st
     if shard == (0, 1):
         aid = artifacts.produce(root, "featurize", _hashed_config(cfg), inputs, write, resume=True)
     else:
-        aid, done = artifacts.produce_shard(root, "featurize", _hashed_config(cfg), inputs, write, _complete)
+        aid, done = artifacts.produce_shard(root, "featurize", _hashed_config(cfg), inputs, write, finish.complete)
         if not done:
             progress.note(f"featurize shard {shard[0]}/{shard[1]} done; {aid} completes when every shard has finished")
             return aid
@@ -223,16 +227,15 @@ def _bytes_written(root: Path, aid: str) -> int:
     return sum(p.stat().st_size for p in part.rglob("*") if p.is_file() and not p.is_symlink())
 
 
-def _complete(part: Path) -> bool:
-    return store.features_complete(part / store.FEATURES)
-
-
 def merge(root: Path, aid: str) -> None:
-    """Finish a sharded feature artifact whose shards all wrote their chunks (e.g. the last one died)."""
+    """Finish a sharded feature artifact whose shards all finished (e.g. the last one's rename failed).
+
+    A shard that died after its chunks but before its attrs is rerun instead (it recomputes nothing)."""
     if artifacts.exists(root, aid):
         return
     part = artifacts.final_dir(root, aid).with_suffix(".part")
     if not part.is_dir():
         raise UserError(f"no unfinished artifact {aid} in {root}; check the id with `tselect ls`")
-    if not artifacts.finish_if_complete(root, aid, _complete):
-        raise UserError(f"{aid} still has chunks no shard has written; rerun the missing --shard i/N commands, then merge")
+    if not artifacts.finish_if_complete(root, aid, finish.complete):
+        raise UserError(f"{aid} still has chunks or attrs no shard has written; rerun the missing --shard i/N commands "
+                        "(finished chunks are kept), then merge")

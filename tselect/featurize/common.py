@@ -26,6 +26,13 @@ def owned_chunks(n_chunks: int) -> list[int]:
     return [c for c in range(n_chunks) if c % count == index]
 
 
+def owned_rows(n: int, dim: int, dtype: str) -> list[int]:
+    """Indices of the rows in this shard's chunks of an [n, dim] array written by write_unit_rows
+    (the same chunking), so a representation prepares (e.g. tokenizes) only the rows it computes."""
+    size = resumable_chunk_rows(dim, dtype)
+    return [i for c in owned_chunks(max(1, -(-n // size))) for i in range(c * size, min(n, (c + 1) * size))]
+
+
 def write_unit_rows(group: Path, name: str, n: int, dim: int, dtype: str,
                     rows_fn: "RowsFn", label: str) -> None:
     """Fill `<group>/<name>` [n, dim] with L2-normalized rows_fn(start, stop), chunk by chunk.

@@ -209,7 +209,10 @@ def _rows_fn(cfg, ckpt: _Checkpoint, rows: list, projector, adam: str | None):
         if not budget:
             budget.append(_max_tokens(cfg, less_config(cfg), model))
         transform = None if adam is None else ADAM[adam](exp_avg, exp_avg_sq, state)
-        return gradient_rows(model, rows[start:stop], tok.pad_token_id, cfg.batch_size, projector, transform, advance,
+        part = rows[start:stop]
+        if any(r is None for r in part):  # the stage asks only for this shard's chunks
+            raise RuntimeError(f"rows {start}:{stop} were not tokenized by this shard")
+        return gradient_rows(model, part, tok.pad_token_id, cfg.batch_size, projector, transform, advance,
                              max_tokens=budget[0])
 
     return rows_fn
@@ -245,14 +248,26 @@ def _checkpoints(cfg, lc: LessConfig, warmup_dir: Path, ckpts: list[dict], encod
     shared.clear()
 
 
+def _encode_owned(cfg, lc: LessConfig, data: Dataset, tok) -> list:
+    """Encoded rows of this shard's chunks (common.owned_rows); None for rows another shard computes."""
+    from tselect.data.tokenize import encode_example
+    from tselect.featurize.common import owned_rows
+
+    out: list = [None] * len(data.examples)
+    for i in owned_rows(len(out), lc.dim, cfg.dtype):
+        out[i] = encode_example(data.examples[i], tok, cfg.max_length)
+    return out
+
+
 def rows(cfg, pool: Dataset, query: Dataset, warmup: tuple[str, Path]) -> tuple[dict, Iterator[Checkpoint]]:
     """The `less` representation: attrs, then the rows of each checkpoint of a finished, verified
     warmup (made by the featurize stage), yielded one at a time so one model is loaded at a time.
 
-    Rows without label tokens (e.g. the response truncated away) have a zero gradient and are
-    stored as zero rows, which score 0 against every query; attrs count them.
+    Only this shard's rows are tokenized (a torchrun rank or --shard i/N computes chunks
+    c ≡ i mod N). Rows without label tokens (e.g. the response truncated away) have a zero
+    gradient and are stored as zero rows, which score 0 against every query; attrs["empty_rows"]
+    lists this shard's, and the stage merges every shard's into zero_rows / empty_pool_rows.
     """
-    from tselect.data.tokenize import encode_example
     from tselect.models import load_tokenizer, resolve_model
     from tselect.tokens import IGNORE
 
@@ -260,18 +275,16 @@ def rows(cfg, pool: Dataset, query: Dataset, warmup: tuple[str, Path]) -> tuple[
     warmup_id, warmup_dir = warmup
     ckpts = read_checkpoints(warmup_dir)
     tok = load_tokenizer(resolve_model(cfg.model))
-    encoded = {name: [encode_example(ex, tok, cfg.max_length) for ex in data.examples]
-               for name, data in (("query", query), ("pool", pool))}
+    encoded = {name: _encode_owned(cfg, lc, data, tok) for name, data in (("query", query), ("pool", pool))}
     setup = compute_setup()  # recorded in attrs; the stage refuses shards from another setup
     key = pool_key(cfg, lc, warmup_id, pool, setup)
     checkpoints = _checkpoints(cfg, lc, warmup_dir, ckpts, encoded)
     lrs = np.array([c["mean_lr"] for c in ckpts], dtype=np.float64)
     weights = (lrs / lrs.sum()).tolist()  # w_t = η̄_t / Σ η̄: only relative lr matters
-    empty = {name: [i for i, r in enumerate(rows) if all(t == IGNORE for t in r.labels)] for name, rows in encoded.items()}
-    zero = {name: len(rows) for name, rows in empty.items()}
+    empty = {name: [i for i, r in enumerate(rows) if r is not None and all(t == IGNORE for t in r.labels)]
+             for name, rows in encoded.items()}
     attrs = {"dim": lc.dim, "checkpoints": [c["name"] for c in ckpts], "weights": weights, "warmup": warmup_id,
              "projection": lc.projection, "proj_seed": lc.proj_seed, "adam": lc.adam,
              "gradients": {"pool": "adam", "query": "sgd"}, "steps": [c["step"] for c in ckpts],
-             "zero_rows": zero, "empty_pool_rows": empty["pool"], "pool_key": key,
-             "compute": setup}
+             "empty_rows": empty, "pool_key": key, "compute": setup}
     return attrs, checkpoints

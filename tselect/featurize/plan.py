@@ -50,13 +50,18 @@ class MemoryModel:
     hook_bytes_per_example: float  # largest hook: [out, in] fp32 grad + Adam/projection temporaries
     base_params: int  # N, for FLOPs
     lora_params: int  # P
+    label_bytes_per_token: float = 0.0  # the part of head_bytes_per_token that only label positions need
 
     def saved_bytes(self, batch: int, tokens: int) -> float:
         return batch * tokens * self.layer_bytes_per_token * self.n_layers
 
-    def peak_bytes(self, batch: int, tokens: int) -> float:
+    def peak_bytes(self, batch: int, tokens: int, labels: int | None = None) -> float:
+        """Peak for B rows padded to T tokens, `labels` of the B·T positions carrying a label
+        (None: every position, the worst case the planner budgets for)."""
         per_token = self.layer_bytes_per_token * self.n_layers + self.head_bytes_per_token + self.hook_bytes_per_token
-        return self.static_bytes + batch * tokens * per_token + batch * self.hook_bytes_per_example
+        unlabelled = 0 if labels is None else batch * tokens - labels
+        return (self.static_bytes + batch * tokens * per_token - unlabelled * self.label_bytes_per_token
+                + batch * self.hook_bytes_per_example)
 
     def max_tokens(self, budget: float, max_length: int) -> int:
         """Largest B·T (T = max_length) whose peak fits `budget`; 0 if one row does not fit."""
@@ -171,7 +176,7 @@ def memory_model(config: dict, lora_r: int, targets: tuple[str, ...], dtype: str
     hook_tok = 4 * (max(o for o, _ in factors) + max(i for _, i in factors))
     hook_ex = 4 * o * i * 5  # grad, m', v', Γ, projection input/temporary
     return MemoryModel(int(static), per_token, n_layers, float(head_bytes_per_token(config, el)), float(hook_tok),
-                       float(hook_ex), int(base), int(lora))
+                       float(hook_ex), int(base), int(lora), float(label_bytes_per_token(config, el)))
 
 
 def model_sizes(model, n_layers: int) -> tuple[list[tuple[int, int]], int, int, int]:
@@ -190,7 +195,8 @@ def model_sizes(model, n_layers: int) -> tuple[list[tuple[int, int]], int, int, 
 
 
 def head_bytes_per_token(config: dict, el: int) -> int:
-    """Per-token bytes beyond the decoder layers' saved activations, at the start of backward."""
+    """Per-token bytes beyond the decoder layers' saved activations, at the start of backward,
+    with every position a label (the worst case; label_bytes_per_token is the label part)."""
     vocab, hidden = int(config["vocab_size"]), int(config["hidden_size"])
     # Loss tensors per label token: logits (model dtype) and the saved fp32 log-softmax live
     # through backward start; log-softmax backward then holds its output grad and input grad
@@ -199,6 +205,14 @@ def head_bytes_per_token(config: dict, el: int) -> int:
     # measured on CPU at about one fp32 [intermediate] vector per token.
     inter = int(config.get("intermediate_size") or 4 * hidden)
     return vocab * (el + 3 * 4) + 4 * hidden + 4 * inter
+
+
+def label_bytes_per_token(config: dict, el: int) -> int:
+    """The part of head_bytes_per_token that a position WITHOUT a label does not need: one fp32
+    vocab vector (the loss math runs on label positions only; measured on CPU in fp32, the peak
+    grows by 4.3-4.4 bytes per vocab entry per label position, at B x T = 2 x 64 and 4 x 128).
+    Every position still holds its logits and their gradient."""
+    return int(config["vocab_size"]) * 4
 
 
 @dataclass(frozen=True)
