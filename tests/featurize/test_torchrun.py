@@ -25,8 +25,24 @@ def test_local_rank_sets_the_device_index_with_and_without_shard(clean_env, shar
     clean_env.setenv("RANK", "3")
     clean_env.setenv("WORLD_SIZE", "4")
     clean_env.setenv("LOCAL_RANK", "3")
-    assert resolve_shard(shard) == ((3, 4) if shard is None else (1, 4))
+    assert resolve_shard(shard) == ((3, 4) if shard is None else (13, 16))
     assert os.environ["TSELECT_DEVICE_INDEX"] == "3", "an explicit --shard must not put every rank on cuda:0"
+
+
+def test_explicit_shard_is_split_among_the_ranks_of_a_launch(clean_env):
+    """Every rank of a launch gets the same --shard i/N: between them they cover exactly the
+    chunks c = i (mod N), each once."""
+    clean_env.setenv("WORLD_SIZE", "3")
+    chunks = range(60)
+    for i in range(4):
+        owned = []
+        for r in range(3):
+            clean_env.setenv("RANK", str(r))
+            clean_env.setenv("LOCAL_RANK", str(r))
+            s, n = resolve_shard(f"{i}/4")
+            assert n == 12
+            owned += [c for c in chunks if c % n == s]
+        assert sorted(owned) == [c for c in chunks if c % 4 == i]
 
 
 def test_default_device_sets_the_current_cuda_device(clean_env):

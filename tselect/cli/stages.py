@@ -72,12 +72,21 @@ def featurize(
 
 
 def resolve_shard(text: str | None) -> tuple[int, int]:
-    """--shard i/N, else torchrun's RANK/WORLD_SIZE, else a Slurm array task, else (0, 1)."""
+    """--shard i/N, else torchrun's RANK/WORLD_SIZE, else a Slurm array task, else (0, 1).
+
+    --shard i/N under a torchrun of W > 1 ranks is this launch's share, split among its ranks:
+    rank r computes shard i + N·r of N·W, i.e. chunks c ≡ i (mod N) between them, never the
+    same chunk twice (every launch of the job must then use the same W).
+    """
     import os
 
     env = os.environ
     if "LOCAL_RANK" in env:  # one GPU per rank under torchrun, also with an explicit --shard
         os.environ.setdefault("TSELECT_DEVICE_INDEX", env["LOCAL_RANK"])
+    world = int(env.get("WORLD_SIZE", "1")) if "LOCAL_RANK" in env and "RANK" in env else 1
+    if text is not None and world > 1:
+        i, n = parse_share(text, "--shard")
+        return i + n * int(env["RANK"]), n * world
     if text is None:
         if "WORLD_SIZE" in env and "RANK" in env:
             text = f"{env['RANK']}/{env['WORLD_SIZE']}"

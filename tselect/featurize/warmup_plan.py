@@ -53,6 +53,6 @@ def warmup_dry_run(pool_spec: str, model_spec: str | None, preset_name: str, fmt
              preset.batch_size)
     head = (f"warmup: {len(lengths):,} of {len(pool):,} pool rows x {preset.epochs} epochs at batch {preset.batch_size}, "
             f"LoRA r={preset.lora_r} (fp32 adapters, dropout {preset.lora_dropout}), {dtype}; "
-            f"{mm.layer_bytes_per_token * mm.n_layers / 2**20:.2f} MiB saved per token; one GPU (not data-parallel)")
+            f"{mm.layer_bytes_per_token * mm.n_layers / 2**20:.2f} MiB saved per token; per device (under torchrun each rank trains its share: wall time divides by the ranks)")
     fits = "fits" if p.peak_bytes <= device.memory_bytes * SAFETY else "DOES NOT FIT"
     return "\n".join(line for line in (head, p.render(1), f"  {fits}", note) if line)
