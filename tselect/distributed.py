@@ -48,10 +48,20 @@ def init() -> None:
 def _leave() -> None:
     """Tear the group down before the interpreter does: gloo's worker threads would otherwise
     outlive it, and the C++ runtime aborts the finished process (exit -6 after a good result)."""
+    import datetime
+
     import torch.distributed as dist
 
-    if dist.is_initialized():
-        dist.destroy_process_group()
+    if not dist.is_initialized():
+        return
+    try:  # every rank reaches this point before any tears down (no op still in flight to a gone peer)
+        if dist.get_backend() == "gloo":
+            dist.monitored_barrier(timeout=datetime.timedelta(seconds=60))
+        else:
+            dist.barrier()
+    except Exception:  # a peer died or left: nothing to wait for, still tear down
+        pass
+    dist.destroy_process_group()
 
 
 _SENT = [0]  # broadcasts rank 0 has made in this process (see sent())
