@@ -25,7 +25,7 @@ def rows(n: int, m: int, dim: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return pool, query
 
 
-def agreement(n: int, m: int, dim: int, seed: int, fractions=(0.01, 0.05), shrink=(10, 50)) -> dict:
+def agreement(n: int, m: int, dim: int, seed: int, fractions=(0.01, 0.05), shrink=(2, 10)) -> dict:
     """Dense solve once; candidate path with max_cells = M·N / s for each s in `shrink`."""
     from tselect.select import uot
     from tselect.select.distance import subset_query_distances
