@@ -1,7 +1,9 @@
-"""Selection at pool scale: wall time and peak RSS of topk, round_robin and uot on a synthetic
-fp16 feature store, against the bare chunked similarity matmul over the same store.
+"""Selection at pool scale: wall time, CPU time and peak RSS of every selector that reads the
+similarity (topk, round_robin, uot, knn_uniform, less_task) on a synthetic fp16 feature store,
+against the bare chunked similarity matmul over the same store.
 
     python -m bench.run select --n 1000000 --m 1000 --dim 8192 --budget 10000
+    python -m bench.run select --agreement-n 20000   # + uot's candidate path against the dense solve
 
 The store (`bench/data/select-n{N}-m{M}-d{D}-s{seed}/features.zarr`, the featurize layout
 and chunking) is generated once, resumably. Pool and query rows are unit-normalized
@@ -9,7 +11,8 @@ and chunking) is generated once, resumably. Pool and query rows are unit-normali
 round-robin sees real collisions. Every case runs in its own subprocess (peak RSS per case),
 after the store's pages are evicted from the page cache (every case reads from disk).
 "bare" = read a chunk, cast to fp32, one matmul (torch when installed), discard: the floor
-every selector pays per pass. Results: bench/results/select.{json,md}.
+every selector pays per pass. less_task gets 8 synthetic query subtasks (query i → i mod 8).
+Results: bench/results/select.{json,md}.
 """
 
 from __future__ import annotations
@@ -29,9 +32,9 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).parent
-CASES = ("bare", "topk", "round_robin", "uot")
-DEFAULT_CASES = "bare,topk,round_robin,uot,bare"  # bare twice brackets drifting contention
-TARGETS = {"ratio_vs_bare": 1.5, "peak_rss_gb": 2.0, "applies_to": ["topk", "round_robin"]}
+CASES = ("bare", "topk", "round_robin", "uot", "knn_uniform", "less_task")
+DEFAULT_CASES = "bare,topk,round_robin,uot,knn_uniform,less_task,bare"  # bare twice brackets drift
+TARGETS = {"ratio_vs_bare": 1.5, "peak_rss_gb": 2.0, "applies_to": list(CASES[1:])}
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -45,6 +48,10 @@ def parse(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--data", type=Path, default=HERE / "data")
     ap.add_argument("--out", type=Path, default=HERE / "results")
     ap.add_argument("--no-evict", action="store_true", help="keep the store in the page cache between cases")
+    ap.add_argument("--agreement-n", type=int, default=0,
+                    help="also compare uot's candidate path with the dense solve on N rows in memory (0 = skip)")
+    ap.add_argument("--agreement-m", type=int, default=1000, help="query rows M of the agreement check")
+    ap.add_argument("--agreement-dim", type=int, default=1024, help="feature dim of the agreement check")
     ap.add_argument("--worker", help=argparse.SUPPRESS)  # internal: measure one case, print JSON
     ap.add_argument("--store", type=Path, help=argparse.SUPPRESS)
     return ap.parse_args(argv)
@@ -161,8 +168,9 @@ def _select(case: str, feats, sim, budget: int) -> int:
     from tselect.select.registry import SELECTORS
 
     sel = SELECTORS[case]
+    subtasks = [f"t{i % 8}" for i in range(feats.n_query)] if case == "less_task" else None
     inp = SelectInputs(n_pool=feats.n_pool, sim=sim, pool_features=feats.pools, query_features=feats.queries,
-                       weights=feats.weights)
+                       weights=feats.weights, query_subtasks=subtasks)
     out = sel.fn(inp, budget, sel.params(), 0)
     order = out[0] if isinstance(out, tuple) else out
     assert len(order) == budget and len(set(order.tolist())) == budget
@@ -232,11 +240,15 @@ def summarize(results: list[dict], a: argparse.Namespace, argv: list[str]) -> tu
         flop = 2.0 * a.n * a.m * a.dim
         for r in results:
             r["gflop_per_s_one_pass"] = round(flop / r["seconds"] / 1e9, 1) if r["case"] == "bare" else None
+    sel = [r for r in results if r["case"] != "bare"]
+    met = {"wall": all(r["x_bare"] is not None and r["x_bare"] <= TARGETS["ratio_vs_bare"] for r in sel),
+           "cpu": all(r["x_bare_cpu"] is not None and r["x_bare_cpu"] <= TARGETS["ratio_vs_bare"] for r in sel),
+           "peak_rss": all(r["peak_rss_mb"] / 1024 <= TARGETS["peak_rss_gb"] for r in sel)}
     sizes = {"n_pool": a.n, "n_query": a.m, "dim": a.dim, "dtype": "float16", "store_gb": round(store_gb, 2),
              "budget": a.budget, "evicted_before_each_case": not a.no_evict}
     doc = {"machine": machine(), "sizes": sizes, "targets": TARGETS,
            "command": " ".join(["python -m bench.run select", *argv]),
-           "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "cases": results}
+           "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "targets_met": met, "cases": results}
     return doc, markdown(doc)
 
 
@@ -250,8 +262,13 @@ def markdown(doc: dict) -> str:
         x, xc = (f"{v:.2f}" if v is not None else "–" for v in (r["x_bare"], r["x_bare_cpu"]))
         lines.append(f"| {r['case']} | {r['seconds']:.1f} | {x} | {r['cpu_seconds']:.0f} | {xc} | {r['passes']} | "
                      f"{r['store_gb_per_s']} | {r['peak_rss_mb'] / 1024:.2f} | {r['load_avg_1m'][0]}→{r['load_avg_1m'][1]} |")
+    t, met = doc["targets"], doc["targets_met"]
     lines += ["", f"Command: `{doc['command']}`. × bare = against the mean of the bare runs; CPU s = user+system "
-              "time of the case's process (all threads), steadier than wall time on a shared machine."]
+              "time of the case's process (all threads), steadier than wall time on a shared machine.",
+              f"Target (every selector ≤ {t['ratio_vs_bare']}× bare, peak RSS ≤ {t['peak_rss_gb']} GB): wall "
+              f"{'met' if met['wall'] else 'NOT met'}, CPU {'met' if met['cpu'] else 'NOT met'}, "
+              f"peak RSS {'met' if met['peak_rss'] else 'NOT met'}."]
+    lines += [f"Warning ({r['case']}): {w}" for r in doc["cases"] for w in r["warnings"]]
     return "\n".join(lines) + "\n"
 
 
@@ -270,6 +287,12 @@ def main(argv: list[str]) -> int:
         results.append(run_case(case, art, a))
         print(f"{case}: {results[-1]['seconds']:.1f}s, peak {results[-1]['peak_rss_mb']:.0f} MB", file=sys.stderr, flush=True)
     doc, table = summarize(results, a, argv)
+    if a.agreement_n:
+        from bench.select_agreement import agreement
+        from bench.select_agreement import markdown as agreement_md
+
+        doc["agreement"] = agreement(a.agreement_n, a.agreement_m, a.agreement_dim, a.seed)
+        table += "\n".join(agreement_md(doc["agreement"])) + "\n"
     a.out.mkdir(parents=True, exist_ok=True)
     (a.out / "select.json").write_text(json.dumps(doc, indent=1) + "\n")
     (a.out / "select.md").write_text(table)

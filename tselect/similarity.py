@@ -243,6 +243,15 @@ class RunningTopK:
             self._merge()
         return self.val, self.idx
 
+    def truncated(self, k: int) -> "RunningTopK":
+        """The same stream's top-k for a smaller k (k ≤ self.k), to go on pushing into."""
+        out = RunningTopK(self.m, k)
+        val, idx = self.result()
+        out.val, out.idx = val[:, :k].copy(), idx[:, :k].copy()
+        if out.val.shape[1] == k and k > 0:
+            out.thr = out.val[:, -1].copy()
+        return out
+
 
 def feature_similarity(features, chunk_rows: int | None = None) -> FeatureSimilarity:
     """Streamed similarity over an opened feature store (store.Features): pools × queries, weighted."""

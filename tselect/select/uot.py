@@ -9,6 +9,11 @@ M·N exceeds `max_cells` the problem is solved on the union U of every query's t
 (same a, same b_j = 1/N per column: the full problem with the far columns dropped; with
 ε = 0.01 a column 0.1 below a query's L-th neighbour would get e^-5 of its mass). Rows
 outside U follow, ordered by max similarity to any query.
+
+One pass: the stream that finds the top-L lists also keeps S[:, j] for every row j that can
+still be in some query's top-w (`ColumnCache`), and records max_i S[i, j]; the solve and the
+fill then read no pool row again. Only when the final width exceeds what the cache could hold
+is S[:, U] gathered in a second pass, with the same result.
 """
 
 from __future__ import annotations
@@ -23,7 +28,9 @@ from tselect.select.basic import order_by_score
 from tselect.select.distance import subset_similarity
 from tselect.select.inputs import SelectInputs, check_param
 from tselect.select.knn import fill_by_max_similarity
-from tselect.similarity import Similarity, topk_per_query
+from tselect.similarity import RunningTopK, Similarity
+
+CACHE_FACTOR = 4  # the one-pass column cache holds ≤ 4·max_cells float32 cells (320 MB by default)
 
 
 @dataclass(frozen=True)
@@ -78,19 +85,87 @@ def _warn_unless_converged(errs: list, params: UOTParams) -> None:
             "--param eps", stacklevel=3)
 
 
-def candidate_columns(sim: Similarity, width: int, max_cells: int) -> np.ndarray:
-    """Sorted union of each query's top-`width` pool rows, narrowed until M·|U| ≤ max_cells."""
-    _, idx = topk_per_query(sim, width)  # [M, L] sorted by similarity
-    start = idx.shape[1]
+def candidate_width(idx: np.ndarray, n_query: int, max_cells: int) -> tuple[int, np.ndarray]:
+    """(w, U): halve w from idx.shape[1] until M·|U| ≤ max_cells, U = sorted union of idx[:, :w].
+
+    idx [M, L]: each query's pool rows by similarity descending. Deterministic and
+    budget-independent, so orderings stay nested.
+    """
+    start = width = idx.shape[1]
     while True:
         cols = np.unique(idx[:, :width])
-        if sim.n_query * cols.size <= max_cells or width == 1:
+        if n_query * cols.size <= max_cells or width <= 1:
             break
-        width //= 2  # deterministic and budget-independent, so orderings stay nested
+        width //= 2
     if width < start:
         warnings.warn(f"uot: kept the top {width} (not {start}) candidates per query so that "
-                      f"{sim.n_query}×{cols.size} fits --param max_cells={max_cells}", stacklevel=3)
-    return cols
+                      f"{n_query}×{cols.size} fits --param max_cells={max_cells}", stacklevel=4)
+    return width, cols
+
+
+class ColumnCache:
+    """S[:, j] [M] for each pool row j that may still be in some query's top-`width`, kept
+    while streaming so that the candidate block needs no second pass over the pool.
+
+    Rows must arrive in increasing order. A row is kept while some query's S[i, j] ≥ that
+    query's running width-th value; RunningTopK's threshold lags between merges (never above
+    the true one), so the kept rows are a superset of the final top-width union. Once the
+    cache, pruned, still holds more than cells/2 cells, width halves; width 0 means it gave up.
+    """
+
+    def __init__(self, m: int, width: int, cells: int):
+        self.top, self.cells = RunningTopK(m, width), cells
+        self.idx = [np.empty(0, dtype=np.int64)]  # blocks of pool rows [c], increasing
+        self.cols = [np.empty((m, 0), dtype=np.float32)]  # blocks [M, c] of S[:, rows]
+        self.size, self.compacted = 0, 0
+
+    @property
+    def width(self) -> int:
+        return self.top.k
+
+    def push(self, start: int, block: np.ndarray) -> None:
+        """block [M, n] = S[:, start:start+n]."""
+        if self.width == 0:
+            return
+        self.top.push(start, block)
+        keep = np.flatnonzero((block >= self.top.thr[:, None]).any(axis=0))  # [c]
+        self.idx.append(keep + start)
+        self.cols.append(block[:, keep])  # a copy: blocks may be views of a reused buffer
+        self.size += keep.size
+        if self.size > 2 * max(self.compacted, 1024) or self.top.m * self.size > self.cells:
+            self._compact()  # amortized: prune once the cache doubled
+            while self.width and 2 * self.top.m * self.size > self.cells:  # room to double again
+                self.top = self.top.truncated(self.width // 2)
+                self._compact()
+        if self.width == 0:
+            self.idx, self.cols, self.size = [], [], 0
+
+    def _compact(self) -> None:
+        idx, cols = np.concatenate(self.idx), np.concatenate(self.cols, axis=1)
+        keep = (cols >= self.top.thr[:, None]).any(axis=0)  # [c]
+        self.idx, self.cols = [idx[keep]], [cols[:, keep]]
+        self.size = self.compacted = int(keep.sum())
+
+    def gather(self, rows: np.ndarray) -> np.ndarray:
+        """S[:, rows] [M, len(rows)] for sorted rows of the final top-w union, w ≤ width."""
+        self._compact()
+        pos = np.searchsorted(self.idx[0], rows)
+        assert np.array_equal(self.idx[0][np.minimum(pos, self.size - 1)], rows), "row not cached"
+        return self.cols[0][:, pos]
+
+
+def candidate_block(sim: Similarity, width: int, max_cells: int) -> tuple[np.ndarray, np.ndarray]:
+    """(U, S[:, U] [M, |U|]) for U = `candidate_width`'s union, from one pass when the cache holds it."""
+    m = sim.n_query
+    top = RunningTopK(m, min(width, sim.n_pool))
+    cache = ColumnCache(m, min(width, sim.n_pool, max_cells // max(m, 1)), CACHE_FACTOR * max_cells)
+    for start, block in sim.chunks():
+        top.push(start, block)
+        cache.push(start, block)
+    final, cols = candidate_width(top.result()[1], m, max_cells)
+    if final <= cache.width:
+        return cols, cache.gather(cols)
+    return cols, subset_similarity(sim, cols)  # the cache gave up: one more pass, same block
 
 
 def select_uot(inp: SelectInputs, budget: int, params: UOTParams, seed: int) -> np.ndarray:
@@ -99,7 +174,7 @@ def select_uot(inp: SelectInputs, budget: int, params: UOTParams, seed: int) -> 
     if params.candidates == 0 or m * n <= params.max_cells:
         cost = (1.0 - sim.dense().astype(np.float64)) / 2.0  # [M, N]
         return order_by_score(uot_scores(cost, 1.0 / n, params))[:budget]
-    cols = candidate_columns(sim, params.candidates, params.max_cells)  # [|U|]
-    cost = (1.0 - subset_similarity(sim, cols).astype(np.float64)) / 2.0  # [M, |U|]
+    cols, block = candidate_block(sim, params.candidates, params.max_cells)  # [|U|], [M, |U|]
+    cost = (1.0 - block.astype(np.float64)) / 2.0  # [M, |U|]
     head = cols[order_by_score(uot_scores(cost, 1.0 / n, params))]
     return fill_by_max_similarity(head, sim, budget)
