@@ -14,7 +14,7 @@ import tselect
 PKG = Path(tselect.__file__).parent
 
 # Shared cores: below every stage; they import only each other.
-CORES = {"errors", "progress", "artifacts", "store", "similarity", "metrics", "data", "models", "assets",
+CORES = {"errors", "progress", "artifacts", "catalog", "store", "similarity", "metrics", "data", "models", "assets",
          "training", "scoring", "lineage", "composition", "tokens", "identity", "files", "validate", "budget", "scoring_fast", "distributed", "runtime", "__init__"}
 # Stages, lowest first: a stage may import cores and stages before it, never one after it.
 STAGES = ["warmup", "featurize", "scores", "select", "distance", "finetune", "evaluate", "experiment", "report"]

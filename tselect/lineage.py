@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tselect import artifacts, store
+from tselect import artifacts, catalog, store
 from tselect.data import Dataset, load_dataset
 from tselect.errors import UserError
 
@@ -24,7 +24,7 @@ def features_of(root: Path, art: artifacts.Artifact) -> artifacts.Artifact:
     if art.stage == "featurize":
         return art
     if art.stage == "select":
-        return artifacts.resolve(root, art.inputs["features"], stage="featurize")
+        return catalog.resolve(root, art.inputs["features"], stage="featurize")
     raise UserError(f"artifact {art.id} is a {art.stage} artifact; a selection or feature artifact is needed")
 
 
@@ -55,7 +55,7 @@ def selected_examples(root: Path, art: artifacts.Artifact, budget: int | None = 
     reordered or grown; every id must be found. Older selections fall back to pool positions,
     which need the exact pool the features were made from (checked by content hash).
     """
-    data = store.read_json(artifacts.checked_path(art, "indices.json"))
+    data = store.read_json(catalog.checked_path(art, "indices.json"))
     order = selection_indices(art, budget)
     scores = data.get("scores") or [None] * order.size
     ids = data.get("example_ids")
@@ -72,7 +72,7 @@ def selected_examples(root: Path, art: artifacts.Artifact, budget: int | None = 
 
 
 def selection_indices(art: artifacts.Artifact, budget: int | None = None) -> np.ndarray:
-    order = store.read_indices(artifacts.checked_path(art, "indices.json"))
+    order = store.read_indices(catalog.checked_path(art, "indices.json"))
     if budget is not None:
         if budget < 1 or budget > order.size:
             raise UserError(f"--budget {budget} is outside 1..{order.size} (the length of selection {art.id}); "

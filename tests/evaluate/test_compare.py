@@ -80,7 +80,7 @@ def test_few_shot_enters_the_id_and_leaves_the_query_loss(store, files, tiny_mod
 
 
 def test_any_peft_adapter_on_any_base(tmp_path, store, files, tiny_model_dir):  # noqa: F811
-    from tselect import artifacts
+    from tselect import catalog
     from tselect.finetune import FinetuneConfig
     from tselect.finetune import run as finetune
     from tselect.lineage import trained_path
@@ -89,7 +89,7 @@ def test_any_peft_adapter_on_any_base(tmp_path, store, files, tiny_model_dir):  
     query, ev = files
     train = TrainConfig(lr=1e-2, epochs=1, batch_size=2, effective_batch_size=2)
     ft = finetune(FinetuneConfig(selection="full", pool=query, model=str(tiny_model_dir), train=train), store)
-    adapter = trained_path(artifacts.resolve(store, ft))
+    adapter = trained_path(catalog.resolve(store, ft))
     _, via_ft = _metrics(store, run(EvaluateConfig(target=query, eval_data=ev, finetune=ft, max_new_tokens=2), store))
     ext = run(EvaluateConfig(target=query, eval_data=ev, model=str(tiny_model_dir), adapter=str(adapter),
                              max_new_tokens=2), store)

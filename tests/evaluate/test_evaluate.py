@@ -8,7 +8,7 @@ import pytest
 torch = pytest.importorskip("torch")
 torch.set_num_threads(1)
 
-from tselect import artifacts  # noqa: E402
+from tselect import catalog  # noqa: E402
 from tselect.errors import UserError  # noqa: E402
 from tselect.evaluate import EvaluateConfig, eval_spec, run  # noqa: E402
 from tselect.finetune import FinetuneConfig  # noqa: E402
@@ -36,7 +36,7 @@ def files(tmp_path, toy_data):
 
 
 def _metrics(store, aid):
-    art = artifacts.resolve(store, aid, stage="evaluate")
+    art = catalog.resolve(store, aid, stage="evaluate")
     return art, json.loads((art.path / "metrics.json").read_text())
 
 

@@ -16,7 +16,7 @@ import pytest
 torch = pytest.importorskip("torch")
 torch.set_num_threads(1)
 
-from tselect import artifacts  # noqa: E402
+from tselect import artifacts, catalog  # noqa: E402
 from tselect.experiment import load_spec, plan, run_experiment  # noqa: E402
 
 # Registers the commands even before tselect.cli imports report_cmds itself.
@@ -74,7 +74,7 @@ def tselect(*args, store: Path, check: bool = True):
 
 
 def _all_ids(store: Path) -> set[str]:
-    return {a.id for a in artifacts.list_artifacts(store)}
+    return {a.id for a in catalog.list_artifacts(store)}
 
 
 @pytest.fixture
@@ -105,14 +105,14 @@ def test_grid_run_rerun_parts_and_report(tmp_path, grid, store):
     assert proc.stdout.strip().splitlines()[-1] == collected
     assert _all_ids(store) == before
 
-    exp = artifacts.resolve(store, collected, stage="experiment")
+    exp = catalog.resolve(store, collected, stage="experiment")
     listed = json.loads((exp.path / "cells.json").read_text())["cells"]
     assert [c["key"] for c in listed] == [c.key for c in cells]
     for c in listed:
         assert all(artifacts.exists(store, x) for x in c["ids"]["evaluate"].values())
         assert c["cell"]["kind"] == "zero_shot" or artifacts.exists(store, c["ids"]["finetune"])
-    bins = [artifacts.resolve(store, c["ids"]["select"]) for c in listed if c["cell"]["kind"] == "quantile"]
-    order = json.loads((artifacts.resolve(store, listed[-1]["ids"]["order"]).path / "indices.json").read_text())["indices"]
+    bins = [catalog.resolve(store, c["ids"]["select"]) for c in listed if c["cell"]["kind"] == "quantile"]
+    order = json.loads((catalog.resolve(store, listed[-1]["ids"]["order"]).path / "indices.json").read_text())["indices"]
     heads = [json.loads((b.path / "indices.json").read_text())["indices"] for b in bins]
     assert heads == [order[0:2], order[8:10], order[16:18]]  # 24 rows → 3 bins of 8, first 2 of each
 
@@ -123,7 +123,7 @@ def _check_report(tmp_path: Path, store: Path, exp_id: str, listed: list[dict]) 
     out = tmp_path / "out"
     proc = tselect("report", exp_id, "--out", out, "--metric", "acc_norm", store=store)
     rid = proc.stdout.strip().splitlines()[-1]
-    assert rid.startswith("report-") and artifacts.resolve(store, rid, stage="report")
+    assert rid.startswith("report-") and catalog.resolve(store, rid, stage="report")
     for name in ("report.md", "report.html", "numbers.csv", "budget_curves.png", "quantile.png",
                  "distance_vs_loss.png", "cost_vs_gain.png"):
         assert (out / name).is_file(), name
@@ -133,7 +133,7 @@ def _check_report(tmp_path: Path, store: Path, exp_id: str, listed: list[dict]) 
     assert "## What each method selected" in md and "| rds + round_robin | 1 |" in md  # a top-selected row
 
     def metric(cell: dict, key: str) -> float:
-        m = json.loads((artifacts.resolve(store, cell["ids"]["evaluate"]["query"]).path / "metrics.json").read_text())
+        m = json.loads((catalog.resolve(store, cell["ids"]["evaluate"]["query"]).path / "metrics.json").read_text())
         return m["query"]["loss"] if key == "query_loss" else m["eval"]["mc"][key]
 
     rows = list(csv.DictReader((out / "numbers.csv").open()))

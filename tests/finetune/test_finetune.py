@@ -8,7 +8,7 @@ import pytest
 torch = pytest.importorskip("torch")
 torch.set_num_threads(1)
 
-from tselect import artifacts  # noqa: E402
+from tselect import catalog  # noqa: E402
 from tselect.featurize import FeaturizeConfig  # noqa: E402
 from tselect.featurize import run as featurize  # noqa: E402
 from tselect.finetune import FinetuneConfig, run  # noqa: E402
@@ -36,7 +36,7 @@ def test_selection_prefix_trains_an_adapter(store, selection, tiny_model_dir):
     from transformers import AutoModelForCausalLM
 
     aid = run(FinetuneConfig(selection=selection, budget=6, model=str(tiny_model_dir), train=QUICK), store)
-    art = artifacts.resolve(store, aid, stage="finetune")
+    art = catalog.resolve(store, aid, stage="finetune")
     assert art.record["n_train"] == 6 and art.record["n_selected"] == 6 and art.record["output"] == "adapter"
     assert {"wall_seconds", "tokens_seen", "examples_per_second", "device"} <= set(art.record["cost"])
     curve = json.loads((art.path / "train_curve.json").read_text())
@@ -63,7 +63,7 @@ def test_full_pool_full_finetune(store, toy_data, tiny_model_dir):
     pool, _ = toy_data
     cfg = FinetuneConfig(selection="full", pool=str(pool), budget=4, model=str(tiny_model_dir),
                          train=TrainConfig(**{**QUICK.__dict__, "method": "full"}))
-    art = artifacts.resolve(store, run(cfg, store), stage="finetune")
+    art = catalog.resolve(store, run(cfg, store), stage="finetune")
     assert art.record["n_train"] == 4 and art.record["output"] == "model" and "pool" in art.inputs
     AutoModelForCausalLM.from_pretrained(trained_path(art))
     AutoTokenizer.from_pretrained(trained_path(art))
@@ -102,7 +102,7 @@ def test_an_interrupted_finetune_resumes_from_its_checkpoint(tmp_path, store, to
         st = tmp_path / name
         sel = select(SelectConfig(features=featurize(cfg, st), selector="random", seed=0), st)
         runs[name] = FinetuneConfig(selection=sel, budget=24, model=str(tiny_model_dir), train=one), st
-    fresh = artifacts.resolve(runs["fresh"][1], run(*runs["fresh"]), stage="finetune")
+    fresh = catalog.resolve(runs["fresh"][1], run(*runs["fresh"]), stage="finetune")
 
     steps = []
 
@@ -120,7 +120,7 @@ def test_an_interrupted_finetune_resumes_from_its_checkpoint(tmp_path, store, to
     assert sorted(p.name for p in (part / "checkpoints").iterdir()) == ["checkpoint-10"]
     steps.clear()
     monkeypatch.setattr(finetune, "_reporter", lambda total: lambda step, _t, loss: steps.append(step))
-    resumed = artifacts.resolve(runs["resumed"][1], run(*runs["resumed"]), stage="finetune")
+    resumed = catalog.resolve(runs["resumed"][1], run(*runs["resumed"]), stage="finetune")
     assert steps == list(range(11, 25))  # continued after the checkpoint, did not start over
     assert not (resumed.path / "checkpoints").exists()
     for rel in ("adapter/adapter_model.safetensors", "adapter/adapter_config.json", "train_curve.json"):

@@ -90,11 +90,11 @@ def test_every_missing_feature_chunk_is_refused_by_select(vectors, request, tmp_
 
 def test_a_chunk_deleted_while_rows_are_read_is_detected(big_vectors, tmp_path):
     """The read itself checks the chunk files after reading (a delete between open and read)."""
-    from tselect import artifacts
+    from tselect import catalog
     from tselect.errors import UserError
 
     st = copy_store(big_vectors["ref"], tmp_path / "s")
-    feats = artifacts.open_features(artifacts.find_unchecked(st, big_vectors["aid"]))
+    feats = catalog.open_features(catalog.find_unchecked(st, big_vectors["aid"]))
     last = _chunk_files(st, big_vectors["aid"])
     pool_chunks = [p for p in last if "/pool/" in p.as_posix()]
     pool_chunks[-1].unlink()

@@ -10,7 +10,7 @@ from statistics import mean, stdev
 import pytest
 
 from tests.report.helpers import fake_experiment, grid_results, items
-from tselect import artifacts
+from tselect import catalog
 from tselect.report import ReportConfig, run
 from tselect.report.tables import average_ranks, beats, budget_table, spearman, stat
 
@@ -111,7 +111,7 @@ def report_dir(tmp_path_factory):
     results[0]["walls"] = {"evaluate": 7.0}
     exp = fake_experiment(store, results)
     rid = run(ReportConfig(exp, metric="acc_norm"), store)
-    return artifacts.resolve(store, rid, stage="report").path
+    return catalog.resolve(store, rid, stage="report").path
 
 
 def _csv(report_dir):

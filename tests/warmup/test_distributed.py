@@ -137,7 +137,7 @@ if __name__ == "__main__":
 
 @pytest.mark.slow
 def test_two_rank_featurize_less_trains_the_missing_warmup_and_matches_one_process(tmp_path, pool, tiny_model_dir):
-    from tselect import artifacts, store
+    from tselect import catalog, store
 
     args = ["featurize", "--rep", "less", "--pool", pool[0], "--query", pool[1], "--model", tiny_model_dir,
             "--param", "warmup=exact", "--param", "dim=64", "--dtype", "float32", "--batch-size", "4"]
@@ -147,8 +147,8 @@ def test_two_rank_featurize_less_trains_the_missing_warmup_and_matches_one_proce
     assert len(ids) == 1 and ids == one.stdout.split(), (ddp.stdout, one.stdout)
     (wid,) = [p.name for p in (tmp_path / "two" / "warmup").iterdir() if not p.name.endswith((".lock", ".part"))]
     assert json.loads((tmp_path / "two" / "warmup" / wid / "manifest.json").read_text())["record"]["world_size"] == 2
-    a = store.open_features(artifacts.resolve(tmp_path / "two", ids[0]).path)
-    b = store.open_features(artifacts.resolve(tmp_path / "one", ids[0]).path)
+    a = store.open_features(catalog.resolve(tmp_path / "two", ids[0]).path)
+    b = store.open_features(catalog.resolve(tmp_path / "one", ids[0]).path)
     assert a.checkpoints == b.checkpoints and len(a.checkpoints) == 2
     for k in range(len(a.checkpoints)):
         for x, y in ((a.pools[k][:], b.pools[k][:]), (a.queries[k], b.queries[k])):

@@ -107,7 +107,7 @@ def is_rank_zero() -> bool:
 def manifest_json(artifact_id: str) -> dict[str, Any]:
     """The finished artifact's manifest with `id`, `stage` and `path`; an unfinished one (a shard
     written, others pending) is {"id", "complete": false}."""
-    from tselect.artifacts import resolve
+    from tselect.catalog import resolve
 
     try:
         art = resolve(root(_OUTPUT["store"]), artifact_id)

@@ -46,7 +46,7 @@ def find(r, ref: str, stage: str | None = None):
 
 
 def find_unchecked(r, ref: str):
-    """artifacts.find_unchecked, also by bare hex: the artifact as it is, or a damaged directory."""
+    """catalog.find_unchecked, also by bare hex: the artifact as it is, or a damaged directory."""
     from tselect import artifacts as A
     from tselect.errors import UserError
 
@@ -81,7 +81,7 @@ def ls_(stage: Annotated[str | None, typer.Option(help=f"Only this stage: {', '.
     from rich.console import Console
     from rich.table import Table
 
-    from tselect.artifacts import list_artifacts
+    from tselect.catalog import list_artifacts
     from tselect.errors import UserError
 
     if stage is not None and stage not in STAGES:

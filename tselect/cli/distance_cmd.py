@@ -23,7 +23,7 @@ def distance(
     """How close the first BUDGET selected examples sit to the queries (table on stderr)."""
     from tselect import distance as stage
 
-    from tselect.artifacts import resolve
+    from tselect.catalog import resolve
     from tselect.budget import budget_count, parse_budget
 
     where = root(store)

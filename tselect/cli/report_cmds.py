@@ -44,12 +44,12 @@ def report(
     """Tables, plots, diagnostics and a recommendation for an experiment; prints the report id."""
     import shutil
 
-    from tselect import artifacts
+    from tselect import catalog
     from tselect import report as stage
 
     where = root(store)
     aid = stage.run(make(stage.ReportConfig, experiment=experiment, metric=metric), where)
-    path = artifacts.resolve(where, aid, stage="report").path
+    path = catalog.resolve(where, aid, stage="report").path
     if out is not None:
         shutil.copytree(path, out, dirs_exist_ok=True)
     print_summary(path)

@@ -136,7 +136,7 @@ def select(
 
     wanted = parse_budget(budget, percentage)
     if isinstance(wanted, float):  # a fraction of the pool the features were made from
-        from tselect.artifacts import resolve
+        from tselect.catalog import resolve
 
         wanted = budget_count(wanted, int(resolve(root(store), features, stage="featurize").record["n_pool"]))
     cfg = make(stage.SelectConfig, features=features, selector=selector, budget=wanted, seed=seed,

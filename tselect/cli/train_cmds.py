@@ -87,7 +87,7 @@ def _budget(selection, budget, percentage, pool, fmt, split, cols, dedup, store)
         if not pool:
             return None  # the config reports the missing --pool
         return budget_count(wanted, len(load_dataset(pool, fmt, split=split, columns=cols, dedup=dedup)))
-    from tselect.artifacts import resolve
+    from tselect.catalog import resolve
 
     return budget_count(wanted, int(resolve(root(store), selection, stage="select").record["n_pool"]))
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 from pathlib import Path
 
-from tselect import artifacts, identity, lineage, progress, store
+from tselect import artifacts, catalog, identity, lineage, progress, store
 from tselect.errors import UserError
 
 DISTANCES = "distances.json"
@@ -44,7 +44,7 @@ def check_same_pool(root: Path, feat: artifacts.Artifact, sel: artifacts.Artifac
     if made_from == feat.id:
         return
     try:
-        origin = artifacts.resolve(root, made_from or "", stage="featurize")
+        origin = catalog.resolve(root, made_from or "", stage="featurize")
     except UserError:
         raise UserError(f"selection {sel.id} was made from features {made_from}, which are not in the store, so "
                         f"its pool cannot be checked against {feat.id}; pass --features {made_from} or re-create it") from None
@@ -56,15 +56,15 @@ def check_same_pool(root: Path, feat: artifacts.Artifact, sel: artifacts.Artifac
 def run(cfg: DistanceConfig, root: Path) -> str:
     from tselect.select.distance import selection_distances
 
-    feat = artifacts.resolve(root, cfg.features, stage="featurize")
-    sel = artifacts.resolve(root, cfg.selection, stage="select")
+    feat = catalog.resolve(root, cfg.features, stage="featurize")
+    sel = catalog.resolve(root, cfg.selection, stage="select")
     check_same_pool(root, feat, sel)
     order = lineage.selection_indices(sel, max(cfg.budgets) if cfg.budgets else None)
     budgets = list(cfg.budgets) or [int(order.size)]
     hashed = identity.hashed(cfg)
 
     def write(build: artifacts.Build) -> None:
-        feats = artifacts.open_features(feat)
+        feats = catalog.open_features(feat)
         rows = selection_distances(feats, order, budgets)
         store.write_json(build.path / DISTANCES, {"features": feat.id, "selection": sel.id, "n_query": feats.n_query,
                                                   "n_pool": feats.n_pool, "rows": rows})
@@ -77,5 +77,5 @@ def run(cfg: DistanceConfig, root: Path) -> str:
 
 def read_rows(root: Path, aid: str) -> list[dict]:
     """The per-budget rows of a distance artifact (checksum-verified)."""
-    art = artifacts.resolve(root, aid, stage="distance")
-    return store.read_json(artifacts.checked_path(art, DISTANCES))["rows"]
+    art = catalog.resolve(root, aid, stage="distance")
+    return store.read_json(catalog.checked_path(art, DISTANCES))["rows"]

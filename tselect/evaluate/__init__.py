@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from tselect import artifacts, identity, progress, store
+from tselect import artifacts, catalog, identity, progress, store
 from tselect.data.tokenize import MAX_LENGTH
 from tselect.errors import UserError
 from tselect.evaluate.measure import MEASURES, eval_loss_and_mc, generate_scored, query_losses, score_mc
@@ -187,5 +187,5 @@ def _produce(cfg: EvaluateConfig, root: Path) -> str:
 
     aid = artifacts.produce(root, "evaluate", hashed, inputs, write)
     progress.note(f"evaluate {cfg.finetune or cfg.model or 'builtin:smollm2'} on {cfg.target} → {aid}"
-                  + accuracy_text(artifacts.resolve(root, aid).record))
+                  + accuracy_text(catalog.resolve(root, aid).record))
     return aid

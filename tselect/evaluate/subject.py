@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tselect import artifacts
+from tselect import artifacts, catalog
 from tselect.errors import UserError
 
 def _check_trained_files(art: artifacts.Artifact) -> None:
@@ -21,7 +21,7 @@ def _check_trained_files(art: artifacts.Artifact) -> None:
         raise UserError(f"artifact {art.id} lists no {output}/ files; remove it with `tselect rm {art.id}` "
                         "and rerun the finetune command that made it")
     for rel in rels:
-        artifacts.checked_path(art, rel)
+        catalog.checked_path(art, rel)
 
 
 def _check_base(art: artifacts.Artifact):
@@ -72,7 +72,7 @@ def subject(cfg, root: Path) -> tuple[dict[str, str], Any]:
         return {"model": ref.fingerprint}, lambda: load_model(ref)
     if cfg.model is not None:
         raise UserError("--finetune already names its base model; drop --model")
-    art = artifacts.resolve(root, cfg.finetune, stage="finetune")
+    art = catalog.resolve(root, cfg.finetune, stage="finetune")
     _check_trained_files(art)  # before any artifact directory exists
     if art.record.get("output", "adapter") == "adapter":
         _check_base(art)

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from tselect import artifacts, identity, progress, store
+from tselect import artifacts, catalog, identity, progress, store
 from tselect.data import load_dataset
 from tselect.errors import UserError
 from tselect.featurize import embed, finish, less, rds, vectors
@@ -194,7 +194,7 @@ def _pool_donor(root: Path, key: str) -> Path | None:
             continue
         try:
             if store.open_group(final / store.FEATURES, mode="r").attrs.get("pool_key") == key:
-                artifacts.resolve(root, final.name, stage="featurize")  # manifest checked; pinned against rm
+                catalog.resolve(root, final.name, stage="featurize")  # manifest checked; pinned against rm
                 return final / store.FEATURES
         except (OSError, ValueError, KeyError, UserError):
             continue  # unreadable artifacts are `tselect verify`'s business, not a donor

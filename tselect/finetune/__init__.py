@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
-from tselect import artifacts, distributed, identity, lineage, progress, store
+from tselect import artifacts, catalog, distributed, identity, lineage, progress, store
 from tselect.errors import UserError
 from tselect.runtime import Runtime, identity_extra
 from tselect.training import SAVERS, TrainConfig, canonical_adapter_config, expected_steps, floor_warmup_linear, warmup_steps
@@ -75,7 +75,7 @@ def _training_set(cfg: FinetuneConfig, root: Path):
         pool = load_dataset(cfg.pool, cfg.fmt, split=cfg.split, columns=cfg.columns, dedup=cfg.dedup)
         n = len(pool) if cfg.budget is None else min(cfg.budget, len(pool))
         return pool.examples[:n], {"pool": pool.content_hash}, {"pool": lineage.data_location(cfg.pool), "n_pool": len(pool)}
-    sel = artifacts.resolve(root, cfg.selection, stage="select")
+    sel = catalog.resolve(root, cfg.selection, stage="select")
     # found by example id when the selection carries them, so --pool may point at a moved copy
     examples = tuple(ex for _, ex, _ in lineage.selected_examples(root, sel, cfg.budget, cfg.pool))
     feats = lineage.features_of(root, sel)

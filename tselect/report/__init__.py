@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 from pathlib import Path
 
-from tselect import artifacts, identity, progress, store
+from tselect import artifacts, catalog, identity, progress, store
 from tselect.errors import UserError
 from tselect.report.tables import HIGHER_IS_BETTER
 
@@ -79,7 +79,7 @@ def write_report(header: dict, rows: list[dict], metric: str, out: Path, details
 def run(cfg: ReportConfig, root: Path) -> str:
     from tselect.report.gather import details, gather
 
-    exp = artifacts.resolve(root, cfg.experiment, stage="experiment")
+    exp = catalog.resolve(root, cfg.experiment, stage="experiment")
     header, rows = gather(root, exp.id)
     if not rows:
         raise UserError(f"experiment {exp.id} has no cells to report")

@@ -11,7 +11,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from tselect import artifacts, store
+from tselect import artifacts, catalog, store
 
 GEN_METRICS = ("em", "f1", "num_em")
 
@@ -51,14 +51,14 @@ class Reader:
 
     def art(self, aid: str) -> artifacts.Artifact:
         if aid not in self._arts:
-            self._arts[aid] = artifacts.resolve(self.root, aid)
+            self._arts[aid] = catalog.resolve(self.root, aid)
         return self._arts[aid]
 
     def wall(self, aid: str | None) -> float:
         return 0.0 if aid is None else float(self.art(aid).manifest.get("wall_time_s", 0.0))
 
     def json(self, aid: str, rel: str) -> Any:
-        return store.read_json(artifacts.checked_path(self.art(aid), rel))
+        return store.read_json(catalog.checked_path(self.art(aid), rel))
 
     def featurize_costs(self, fid: str) -> tuple[float, float]:
         """(featurize s without the warmup, warmup s) for a feature artifact.
@@ -99,8 +99,8 @@ def _costs(reader: Reader, cell: dict, ids: dict, target: str) -> dict[str, floa
 def gather(root: Path, experiment_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """(experiment cells.json header, rows) for an experiment artifact."""
     reader = Reader(root)
-    exp = artifacts.resolve(root, experiment_id, stage="experiment")
-    body = store.read_json(artifacts.checked_path(exp, "cells.json"))
+    exp = catalog.resolve(root, experiment_id, stage="experiment")
+    body = store.read_json(catalog.checked_path(exp, "cells.json"))
     rows = []
     for entry in body["cells"]:
         cell, ids = entry["cell"], entry["ids"]
@@ -198,6 +198,6 @@ def _choices(reader: Reader, body: dict) -> list[dict[str, Any]]:
 def details(root: Path, experiment_id: str) -> dict[str, Any]:
     """Settings, training curves and selections of an experiment, for the report's run section."""
     reader = Reader(root)
-    exp = artifacts.resolve(root, experiment_id, stage="experiment")
-    body = store.read_json(artifacts.checked_path(exp, "cells.json"))
+    exp = catalog.resolve(root, experiment_id, stage="experiment")
+    body = store.read_json(catalog.checked_path(exp, "cells.json"))
     return {"settings": _settings(reader, body), "curves": _curves(reader, body), "choices": _choices(reader, body)}

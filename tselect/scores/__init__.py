@@ -16,7 +16,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from tselect import artifacts, identity, progress, store
+from tselect import artifacts, catalog, identity, progress, store
 from tselect.data import load_dataset
 from tselect.data.tokenize import MAX_LENGTH
 from tselect.data.types import Dataset
@@ -88,11 +88,11 @@ STRATEGIES: dict[str, Strategy] = {
 
 def _features(cfg: ScoreConfig, root: Path, pool: Dataset):
     """(feature artifact, opened features), refused unless they describe this very pool."""
-    art = artifacts.resolve(root, cfg.features, stage="featurize")
+    art = catalog.resolve(root, cfg.features, stage="featurize")
     if art.inputs.get("pool") != pool.content_hash:
         raise UserError(f"--features {art.id} was computed on another pool than --pool {cfg.pool}; "
                         f"featurize that pool (`tselect featurize --pool {cfg.pool} ...`) and pass its id")
-    feats = artifacts.open_features(art)
+    feats = catalog.open_features(art)
     if feats.n_pool != len(pool):
         raise UserError(f"--features {art.id} holds {feats.n_pool} pool rows but --pool has {len(pool)}; "
                         "re-run featurize on this pool")

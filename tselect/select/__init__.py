@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tselect import artifacts, identity, progress, store
+from tselect import artifacts, catalog, identity, progress, store
 from tselect.errors import UserError
 from tselect.select.inputs import SelectInputs
 from tselect.similarity import feature_similarity
@@ -77,8 +77,8 @@ def _convert(raw: str, hint, name: str, inf_ok: bool = False):
 
 
 def _load_inputs(cfg: SelectConfig, root: Path, needs: frozenset[str]) -> tuple[SelectInputs, dict, dict]:
-    feat_art = artifacts.resolve(root, cfg.features, stage="featurize")
-    feats = artifacts.open_features(feat_art)
+    feat_art = catalog.resolve(root, cfg.features, stage="featurize")
+    feats = catalog.open_features(feat_art)
     inp = SelectInputs(n_pool=feats.n_pool, sim=feature_similarity(feats), pool_features=feats.pools,
                        query_features=feats.queries, weights=feats.weights,
                        query_subtasks=_subtasks(feat_art.record.get("query_subtasks")))
@@ -86,18 +86,18 @@ def _load_inputs(cfg: SelectConfig, root: Path, needs: frozenset[str]) -> tuple[
     if cfg.scores is not None or "scores" in needs:
         if cfg.scores is None:
             raise UserError(f"selector '{cfg.selector}' orders by a score artifact; pass --scores ID (from `tselect score`)")
-        score_art = artifacts.resolve(root, cfg.scores, stage="scores")
+        score_art = catalog.resolve(root, cfg.scores, stage="scores")
         if score_art.inputs.get("pool") != feat_art.inputs.get("pool"):
             raise UserError(f"score artifact {score_art.id} was computed on another pool than {feat_art.id}; score the same pool")
-        inp.scores = store.read_array(artifacts.checked_path(score_art, "scores.npy"))
+        inp.scores = store.read_array(catalog.checked_path(score_art, "scores.npy"))
         ids["scores"] = score_art.id
     if cfg.exclude:
-        sels = [artifacts.resolve(root, s, stage="select") for s in cfg.exclude]
+        sels = [catalog.resolve(root, s, stage="select") for s in cfg.exclude]
         for s in sels:
-            other = artifacts.resolve(root, s.inputs["features"], stage="featurize")
+            other = catalog.resolve(root, s.inputs["features"], stage="featurize")
             if other.inputs.get("pool") != feat_art.inputs.get("pool"):
                 raise UserError(f"--exclude {s.id} selects from another pool than {feat_art.id}; exclude selections of the same pool")
-        inp.exclude = np.unique(np.concatenate([store.read_indices(artifacts.checked_path(s, "indices.json")) for s in sels]))
+        inp.exclude = np.unique(np.concatenate([store.read_indices(catalog.checked_path(s, "indices.json")) for s in sels]))
         ids["exclude"] = ",".join(sorted(s.id for s in sels))
     return inp, ids, feats.attrs
 
@@ -148,10 +148,10 @@ def run(cfg: SelectConfig, root: Path) -> str:
 def selected_ids(root: Path, features: str, order: np.ndarray) -> list[str] | None:
     """Content ids of the chosen rows, so export finds them in a moved or grown pool; None for
     feature stores made before featurize recorded `pool_ids.json`."""
-    art = artifacts.resolve(root, features, stage="featurize")
+    art = catalog.resolve(root, features, stage="featurize")
     if "pool_ids.json" not in (art.manifest.get("files") or {}):
         return None
-    pool_ids = store.read_json(artifacts.checked_path(art, "pool_ids.json"))
+    pool_ids = store.read_json(catalog.checked_path(art, "pool_ids.json"))
     return [pool_ids[int(i)] for i in order]
 
 
@@ -215,7 +215,7 @@ def run_quantile(cfg: QuantileConfig, root: Path) -> str:
     """
     from tselect import lineage
 
-    order = lineage.selection_indices(artifacts.resolve(root, cfg.order, stage="select"))
+    order = lineage.selection_indices(catalog.resolve(root, cfg.order, stage="select"))
     head = np.array_split(order, cfg.bins)[cfg.quantile_bin][: cfg.per_bin]  # int64[<= per_bin]
 
     def write(build: artifacts.Build) -> None:

@@ -30,7 +30,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from tselect import artifacts, identity, progress, store
+from tselect import artifacts, catalog, identity, progress, store
 from tselect.data.types import Dataset
 from tselect.errors import UserError
 from tselect.training import TrainConfig
@@ -238,7 +238,7 @@ def run(cfg: WarmupConfig, root: Path) -> str:
 
 def verify_warmup(root: Path, warmup_id: str) -> None:
     """A corrupt checkpoint (truncated adapter, flipped bytes in the moments) is never used."""
-    problems = artifacts.verify(artifacts.resolve(root, warmup_id, stage="warmup"))
+    problems = catalog.verify(catalog.resolve(root, warmup_id, stage="warmup"))
     if problems:
         raise UserError(f"warmup {warmup_id} is corrupt ({problems[0]}); remove it with `tselect rm {warmup_id}` "
                         "and rerun featurize, which retrains it")
