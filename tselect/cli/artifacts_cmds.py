@@ -33,30 +33,30 @@ def expand_hex(r, ref: str) -> str:
 
 def find(r, ref: str, stage: str | None = None):
     """An artifact by id, id prefix, or bare hex (a prefix or suffix of the hex part)."""
-    from tselect import artifacts as A
+    from tselect import catalog as C
     from tselect.errors import UserError
 
     try:
-        return A.resolve(r, ref, stage)
+        return C.resolve(r, ref, stage)
     except UserError:
         full = expand_hex(r, ref)
         if full == ref:
             raise
-    return A.resolve(r, full, stage)
+    return C.resolve(r, full, stage)
 
 
 def find_unchecked(r, ref: str):
     """catalog.find_unchecked, also by bare hex: the artifact as it is, or a damaged directory."""
-    from tselect import artifacts as A
+    from tselect import catalog as C
     from tselect.errors import UserError
 
     try:
-        return A.find_unchecked(r, ref)
+        return C.find_unchecked(r, ref)
     except UserError:
         full = expand_hex(r, ref)
         if full == ref:
             raise
-    return A.find_unchecked(r, full)
+    return C.find_unchecked(r, full)
 
 
 def _columns(a, by_id: dict) -> tuple[str, str, str]:
@@ -149,13 +149,14 @@ def _verify_one(r, item) -> tuple[str, list[str]]:
     from pathlib import Path
 
     from tselect import artifacts as A
+    from tselect import catalog as C
     from tselect.errors import UserError
 
     try:
-        art = A.find_unchecked(r, item) if isinstance(item, str) else item
+        art = C.find_unchecked(r, item) if isinstance(item, str) else item
         if isinstance(art, Path):
             return art.name, [f"{A.MANIFEST} is missing (the artifact cannot be checked or used)"]
-        return art.id, A.verify(art)
+        return art.id, C.verify(art)
     except UserError as e:  # unreadable manifest, a link out of the store
         return (item if isinstance(item, str) else getattr(item, "id", getattr(item, "name", "?"))), [str(e)]
 
