@@ -9,6 +9,7 @@ import time
 import pytest
 
 from tselect import artifacts as A
+from tselect import catalog as C
 from tselect.errors import UserError
 
 
@@ -37,7 +38,7 @@ def test_golden_id():
 
 def test_checked_path_returns_an_intact_file(tmp_path):
     aid = A.produce(tmp_path, "select", {"k": 1}, {}, _write("hello"))
-    assert A.checked_path(A.resolve(tmp_path, aid), "out.txt").read_text() == "hello"
+    assert C.checked_path(C.resolve(tmp_path, aid), "out.txt").read_text() == "hello"
 
 
 def test_produce_writes_manifest_and_is_noop_on_rerun(tmp_path):
@@ -50,11 +51,11 @@ def test_produce_writes_manifest_and_is_noop_on_rerun(tmp_path):
     aid = A.produce(tmp_path, "select", {"k": 1}, {}, write)
     assert A.produce(tmp_path, "select", {"k": 1}, {}, write) == aid
     assert calls == [1]
-    art = A.resolve(tmp_path, aid[:12])
+    art = C.resolve(tmp_path, aid[:12])
     assert art.manifest["files"]["out.txt"]["size"] == 5
     assert art.record == {"n": 1}
     assert not list(tmp_path.glob("select/*.part"))
-    assert A.verify(art) == []
+    assert C.verify(art) == []
 
 
 def test_crash_leaves_no_artifact(tmp_path):
@@ -66,10 +67,10 @@ def test_crash_leaves_no_artifact(tmp_path):
         A.produce(tmp_path, "select", {"k": 1}, {}, boom)
     assert not A.exists(tmp_path, A.compute_id("select", {"k": 1}, {}))
     with pytest.raises(UserError, match="no artifact"):
-        A.resolve(tmp_path, "select-")
+        C.resolve(tmp_path, "select-")
     # The next run starts from a clean .part (non-resumable stage) and completes.
     aid = A.produce(tmp_path, "select", {"k": 1}, {}, _write("ok"))
-    assert sorted(A.resolve(tmp_path, aid).manifest["files"]) == ["out.txt"]
+    assert sorted(C.resolve(tmp_path, aid).manifest["files"]) == ["out.txt"]
 
 
 def test_failed_builds_leave_no_part_unless_they_can_resume(tmp_path):
@@ -100,10 +101,10 @@ def test_a_hand_edited_manifest_fails_verify(tmp_path):
     manifest = json.loads(path.read_text())
     manifest["config"]["k"] = 2
     path.write_text(json.dumps(manifest))
-    problems = A.verify(A.find_unchecked(tmp_path, aid))
+    problems = C.verify(C.find_unchecked(tmp_path, aid))
     assert len(problems) == 1 and problems[0].startswith(f"{A.MANIFEST}: config and inputs hash to select-")
     with pytest.raises(UserError, match="damaged manifest"):  # and no stage reads it
-        A.resolve(tmp_path, aid)
+        C.resolve(tmp_path, aid)
 
 
 @pytest.mark.parametrize("edit", [
@@ -117,32 +118,32 @@ def test_a_manifest_with_a_damaged_file_table_is_reported_not_crashed(tmp_path, 
     manifest = json.loads(path.read_text())
     edit(manifest)
     path.write_text(json.dumps(manifest))
-    art = A.find_unchecked(tmp_path, aid)
-    problems = A.verify(art)
+    art = C.find_unchecked(tmp_path, aid)
+    problems = C.verify(art)
     assert len(problems) == 1 and "malformed" in problems[0], problems
     with pytest.raises(UserError, match="is corrupt"):
-        A.checked_path(art, "out.txt")
+        C.checked_path(art, "out.txt")
     if "files" not in art.manifest:  # no stage reads an artifact whose file table is gone
         with pytest.raises(UserError, match="damaged manifest"):
-            A.resolve(tmp_path, aid)
+            C.resolve(tmp_path, aid)
 
 
 def test_corruption_is_detected(tmp_path):
     aid = A.produce(tmp_path, "select", {"k": 1}, {}, _write("hello"))
-    art = A.resolve(tmp_path, aid)
+    art = C.resolve(tmp_path, aid)
     (art.path / "out.txt").write_text("hellO")
-    assert A.verify(art) == ["out.txt: checksum mismatch"]
+    assert C.verify(art) == ["out.txt: checksum mismatch"]
     with pytest.raises(UserError, match="corrupt"):
-        A.checked_path(art, "out.txt")
+        C.checked_path(art, "out.txt")
 
 
 def test_wrong_stage_and_ambiguous_prefix(tmp_path):
     a = A.produce(tmp_path, "select", {"k": 1}, {}, _write("1"))
     A.produce(tmp_path, "select", {"k": 2}, {}, _write("2"))
     with pytest.raises(UserError, match="select artifact"):
-        A.resolve(tmp_path, a, stage="featurize")
+        C.resolve(tmp_path, a, stage="featurize")
     with pytest.raises(UserError, match="ambiguous"):
-        A.resolve(tmp_path, "select-")
+        C.resolve(tmp_path, "select-")
 
 
 def _slow_produce(root, q):
@@ -162,8 +163,8 @@ def test_concurrent_identical_runs_make_one_artifact(tmp_path):
         p.join(20)
     ids = {q.get(timeout=5), q.get(timeout=5)}
     assert len(ids) == 1
-    art = A.resolve(tmp_path, ids.pop())
-    assert A.verify(art) == [] and json.loads((art.path / "manifest.json").read_text())["id"] == art.id
+    art = C.resolve(tmp_path, ids.pop())
+    assert C.verify(art) == [] and json.loads((art.path / "manifest.json").read_text())["id"] == art.id
 
 
 def test_unwritable_store_is_a_user_error(tmp_path):

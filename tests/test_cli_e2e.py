@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from tselect import artifacts as A
+from tselect import catalog as C
 from tselect import store as S
 
 
@@ -31,7 +32,7 @@ def test_rds_featurize_select_export_chain(tmp_path, store, toy_data, tiny_model
     pool, query = toy_data
     f = last_line(tselect("featurize", "--rep", "rds", "--pool", pool, "--query", query, "--model", tiny_model_dir,
                           "--batch-size", "5", store=store))
-    art = A.resolve(store, f)
+    art = C.resolve(store, f)
     feats = S.open_features(art.path)
     assert feats.n_pool == 24 and feats.n_query == 2 and feats.attrs["dim"] == 32
     rows = np.asarray(feats.pools[0][:], dtype=np.float32)
@@ -39,11 +40,11 @@ def test_rds_featurize_select_export_chain(tmp_path, store, toy_data, tiny_model
     # Batched, padded RDS+ rows equal one-at-a-time rows.
     f1 = last_line(tselect("featurize", "--rep", "rds", "--pool", pool, "--query", query, "--model", tiny_model_dir,
                            "--batch-size", "1", "--dtype", "float32", store=store))
-    rows1 = np.asarray(S.open_features(A.resolve(store, f1).path).pools[0][:])
+    rows1 = np.asarray(S.open_features(C.resolve(store, f1).path).pools[0][:])
     np.testing.assert_allclose(rows, rows1, atol=2e-3)
 
     s = last_line(tselect("select", "--features", f, "--selector", "round_robin", "--budget", "6", store=store))
-    order = json.loads((A.resolve(store, s).path / "indices.json").read_text())["indices"]
+    order = json.loads((C.resolve(store, s).path / "indices.json").read_text())["indices"]
     assert len(order) == 6 and len(set(order)) == 6
     out = tmp_path / "subset.jsonl"
     tselect("export", s, "--out", out, store=store)
@@ -63,10 +64,10 @@ def test_rerun_is_a_noop_with_same_id(store, toy_data, tmp_path):
     args = ("featurize", "--rep", "vectors", "--pool", pool, "--query", query,
             "--pool-vectors", tmp_path / "p.npy", "--query-vectors", tmp_path / "q.npy")
     first = tselect(*args, store=store)
-    manifest = (A.resolve(store, last_line(first)).path / "manifest.json").read_text()
+    manifest = (C.resolve(store, last_line(first)).path / "manifest.json").read_text()
     second = tselect(*args, store=store)
     assert last_line(first) == last_line(second)
-    assert (A.resolve(store, last_line(first)).path / "manifest.json").read_text() == manifest
+    assert (C.resolve(store, last_line(first)).path / "manifest.json").read_text() == manifest
 
 
 def test_selection_is_byte_identical_across_runs(tmp_path, toy_data):
@@ -81,7 +82,7 @@ def test_selection_is_byte_identical_across_runs(tmp_path, toy_data):
                               tmp_path / "p.npy", "--query-vectors", tmp_path / "q.npy", store=st))
         for sel in ("round_robin", "topk", "random"):
             s = last_line(tselect("select", "--features", f, "--selector", sel, store=st))
-            blobs.append((sel, (A.resolve(st, s).path / "indices.json").read_bytes()))
+            blobs.append((sel, (C.resolve(st, s).path / "indices.json").read_bytes()))
     assert blobs[:3] == blobs[3:]
 
 
@@ -131,7 +132,7 @@ def test_finetune_and_evaluate_chain(tmp_path, store, toy_data, tiny_model_dir):
     s = last_line(tselect("select", "--features", f, "--selector", "round_robin", store=store))
     ft = last_line(tselect("finetune", "--selection", s, "--budget", "8", "--model", tiny_model_dir, "--epochs", "1",
                            "--batch-size", "4", "--effective-batch-size", "4", "--lr", "1e-3", store=store))
-    art = A.resolve(store, ft)
+    art = C.resolve(store, ft)
     assert art.record["n_train"] == 8
     curve = json.loads((art.path / "train_curve.json").read_text())
     # 8 rows at batch 4 would be 2 steps: the fitted schedule trains at batch 1, 8 steps, all at lr > 0
@@ -140,8 +141,8 @@ def test_finetune_and_evaluate_chain(tmp_path, store, toy_data, tiny_model_dir):
     assert (art.path / "adapter" / "adapter_model.safetensors").is_file()
     ev = last_line(tselect("evaluate", "--target", query, "--finetune", ft, store=store))
     zs = last_line(tselect("evaluate", "--target", query, "--model", tiny_model_dir, store=store))
-    m_ft = json.loads((A.resolve(store, ev).path / "metrics.json").read_text())
-    m_zs = json.loads((A.resolve(store, zs).path / "metrics.json").read_text())
+    m_ft = json.loads((C.resolve(store, ev).path / "metrics.json").read_text())
+    m_zs = json.loads((C.resolve(store, zs).path / "metrics.json").read_text())
     assert ev != zs
     assert m_ft["query"]["loss"] != m_zs["query"]["loss"]
     # Budget above the selection length: one line, exit 2, no finetune artifact.
@@ -153,13 +154,13 @@ def test_less_featurize_then_round_robin(store, toy_data, tiny_model_dir):
     pool, query = toy_data
     f = last_line(tselect("featurize", "--rep", "less", "--pool", pool, "--query", query, "--model", tiny_model_dir,
                           "--param", "dim=256", "--batch-size", "8", store=store))
-    art = A.resolve(store, f)
+    art = C.resolve(store, f)
     feats = S.open_features(art.path)
     assert len(feats.checkpoints) == 4 and abs(sum(feats.weights) - 1) < 1e-6
     assert all(p.shape == (24, 256) for p in feats.pools)
     assert art.inputs["model"] and list(store.glob("warmup/warmup-*"))  # the warmup is its own artifact
     s = last_line(tselect("select", "--features", f, "--selector", "round_robin", "--budget", "5", store=store))
-    assert len(json.loads((A.resolve(store, s).path / "indices.json").read_text())["indices"]) == 5
+    assert len(json.loads((C.resolve(store, s).path / "indices.json").read_text())["indices"]) == 5
     bad = tselect("featurize", "--rep", "less", "--pool", pool, "--query", query, "--model", tiny_model_dir,
                   "--param", "dimm=256", store=store, check=False)
     assert bad.returncode == 2 and "dimm" in bad.stderr
@@ -187,8 +188,8 @@ def test_sharded_featurize_equals_single_process(tmp_path):
     assert "completes when every shard has finished" in first.stderr
     second = tselect(*args, "--shard", "1/2", store=sharded)
     assert last_line(second) == single and A.exists(sharded, single)
-    a = S.open_features(A.resolve(tmp_path / "one", single).path)
-    b = S.open_features(A.resolve(sharded, single).path)
+    a = S.open_features(C.resolve(tmp_path / "one", single).path)
+    b = S.open_features(C.resolve(sharded, single).path)
     assert np.asarray(a.pools[0][:]).tobytes() == np.asarray(b.pools[0][:]).tobytes()
     assert a.queries[0].tobytes() == b.queries[0].tobytes()
 
@@ -204,8 +205,8 @@ def test_torchrun_two_processes_match(tmp_path):
                           capture_output=True, text=True, env=env)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert A.exists(tmp_path / "tr", single)
-    a = S.open_features(A.resolve(tmp_path / "one", single).path)
-    b = S.open_features(A.resolve(tmp_path / "tr", single).path)
+    a = S.open_features(C.resolve(tmp_path / "one", single).path)
+    b = S.open_features(C.resolve(tmp_path / "tr", single).path)
     assert np.asarray(a.pools[0][:]).tobytes() == np.asarray(b.pools[0][:]).tobytes()
 
 
@@ -237,7 +238,7 @@ def test_corrupt_warmup_checkpoint_is_refused(store, toy_data, tiny_model_dir):
     args = ("featurize", "--rep", "less", "--pool", pool, "--query", query, "--model", tiny_model_dir,
             "--param", "dim=64")
     w = last_line(tselect("warmup", "--pool", pool, "--model", tiny_model_dir, store=store))
-    moments = sorted(A.resolve(store, w).path.rglob("*.safetensors"))[0]
+    moments = sorted(C.resolve(store, w).path.rglob("*.safetensors"))[0]
     moments.write_bytes(moments.read_bytes()[:-7])  # truncated
     proc = tselect(*args, store=store, check=False)
     assert proc.returncode == 2 and f"warmup {w} is corrupt" in proc.stderr

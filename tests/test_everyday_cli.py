@@ -10,6 +10,7 @@ import pytest
 
 from tests.test_cli_e2e import last_line, tselect
 from tselect import artifacts as A
+from tselect import catalog as C
 
 
 @pytest.fixture
@@ -45,7 +46,7 @@ def test_show_and_path_take_bare_hex(store, made):
     hexpart = s.split("-", 1)[1]
     by_prefix = json.loads(tselect("show", hexpart[:8], store=store).stdout)
     assert by_prefix["id"] == s
-    assert tselect("path", hexpart[-6:], store=store).stdout.strip() == str(A.resolve(store, s).path.resolve())
+    assert tselect("path", hexpart[-6:], store=store).stdout.strip() == str(C.resolve(store, s).path.resolve())
     one_line_error(tselect("show", "zzzz", store=store, check=False), "no artifact 'zzzz'")
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from tests.test_cli_e2e import last_line, tselect
-from tselect import artifacts as A
+from tselect import catalog as C
 
 N = 20
 
@@ -44,7 +44,7 @@ def read_jsonl(path):
 
 def test_alpaca_in_alpaca_out_after_moving_and_growing_the_pool(tmp_path, store, chain):
     pool, f, s = chain
-    sel = json.loads((A.resolve(store, s).path / "indices.json").read_text())
+    sel = json.loads((C.resolve(store, s).path / "indices.json").read_text())
     order, ex_ids = sel["indices"], sel["example_ids"]
     assert len(ex_ids) == 6 and len(set(ex_ids)) == 6
     moved = tmp_path / "elsewhere" / "pool.jsonl"
@@ -71,7 +71,7 @@ def test_alpaca_in_alpaca_out_after_moving_and_growing_the_pool(tmp_path, store,
 
 def test_export_refuses_a_pool_missing_selected_rows(tmp_path, store, chain):
     pool, f, s = chain
-    order = json.loads((A.resolve(store, s).path / "indices.json").read_text())["indices"]
+    order = json.loads((C.resolve(store, s).path / "indices.json").read_text())["indices"]
     rows = alpaca_rows()
     rows[order[0]]["output"] = "edited"
     other = tmp_path / "edited.jsonl"
@@ -90,12 +90,12 @@ def test_parquet_out_and_fraction_budgets(tmp_path, store, chain):
     back = load_dataset(str(out))
     assert [e.row["id"] for e in back.examples] == [r["id"] for r in read_or_export(tmp_path, store, s, "2")]
     s25 = last_line(tselect("select", "--features", f, "--selector", "topk", "--budget", "25%", store=store))
-    assert A.resolve(store, s25).record["n_selected"] == 5
+    assert C.resolve(store, s25).record["n_selected"] == 5
     s_frac = last_line(tselect("select", "--features", f, "--selector", "topk", "--percentage", "0.25", store=store))
     assert s_frac == s25
     d = last_line(tselect("distance", "--features", f, "--selection", s25, "--budget", "10%", "--budget", "5",
                           store=store))
-    rows = json.loads((A.resolve(store, d).path / "distances.json").read_text())["rows"]
+    rows = json.loads((C.resolve(store, d).path / "distances.json").read_text())["rows"]
     assert [r["budget"] for r in rows] == [2, 5]  # 10% of 20 = 2
     proc = tselect("select", "--features", f, "--budget", "1.5", store=store, check=False)
     assert proc.returncode == 2 and "fraction in (0, 1]" in proc.stderr
@@ -109,7 +109,7 @@ def read_or_export(tmp_path, store, s, k):
 
 def test_old_selections_without_ids_still_export_from_the_same_pool(tmp_path, store, chain):
     pool, f, s = chain
-    path = A.resolve(store, s).path / "indices.json"
+    path = C.resolve(store, s).path / "indices.json"
     data = json.loads(path.read_text())
     data.pop("example_ids")
     path.chmod(0o644)
@@ -138,5 +138,5 @@ def test_finetune_finds_the_selection_in_a_moved_pool(tmp_path, store, chain, ti
             "--batch-size", "2", "--effective-batch-size", "2", "--max-length", "64")
     proc = tselect(*args, store=store, check=False)
     assert proc.returncode == 2 and "does not exist" in proc.stderr
-    ft = A.resolve(store, last_line(tselect(*args, "--pool", moved, store=store)))
+    ft = C.resolve(store, last_line(tselect(*args, "--pool", moved, store=store)))
     assert ft.record["n_selected"] == 4 and ft.record["pool"] == str(moved)

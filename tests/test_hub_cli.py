@@ -11,7 +11,7 @@ import pytest
 
 from tests.data.test_sources import ALPACA, COMMIT_A, COMMIT_B, fake_repo
 from tests.test_cli_e2e import last_line, tselect
-from tselect import artifacts as A
+from tselect import catalog as C
 
 datasets = pytest.importorskip("datasets")
 
@@ -26,7 +26,7 @@ def test_featurize_hub_model_and_hub_dataset(tmp_path, store, tiny_model_dir, to
     fake_repo(cache, "model", "org/tiny", {COMMIT_A: tiny_model_dir}, COMMIT_A)
     args = ("featurize", "--rep", "rds", "--pool", pool, "--query", query, "--model", "org/tiny", "--batch-size", "8")
     f = last_line(tselect(*args, store=store, env=hf_env(cache)))
-    art = A.resolve(store, f)
+    art = C.resolve(store, f)
     assert "model" not in art.config  # neither name nor path is hashed; the fingerprint is
     from tselect.models import fingerprint
 
@@ -54,13 +54,13 @@ def test_featurize_hub_model_and_hub_dataset(tmp_path, store, tiny_model_dir, to
     assert proc.returncode == 2 and ("splits test, train" in proc.stderr or "splits train, test" in proc.stderr)
     fv = last_line(tselect("featurize", *vec, "--pool", "org/qa", "--split", "train", "--columns",
                            "prompt=question,response=answer", "--query", query, store=store, env=hf_env(cache)))
-    rec = A.resolve(store, fv).record
+    rec = C.resolve(store, fv).record
     assert rec["pool"] == "org/qa" and rec["pool_read"]["commit"] == COMMIT_B and rec["pool_read"]["split"] == "train"
     s = last_line(tselect("select", "--features", fv, "--selector", "topk", "--budget", "2", store=store))
     out = tmp_path / "out.jsonl"
     tselect("export", s, "--out", out, store=store, env=hf_env(cache))
     got = [json.loads(x) for x in out.read_text().splitlines()]
-    order = json.loads((A.resolve(store, s).path / "indices.json").read_text())["indices"]
+    order = json.loads((C.resolve(store, s).path / "indices.json").read_text())["indices"]
     assert got == [rows[i] for i in order]  # the hub rows, their columns and ids, as they were
     shutil.rmtree(cache / "datasets--org--qa")
     gone = tselect("export", s, "--out", out, store=store, env=hf_env(cache), check=False)

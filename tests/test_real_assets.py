@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tselect import artifacts as A
+from tselect import catalog as C
 from tselect import featurize, select
 from tselect.composition import task_shares
 from tselect.featurize.config import FeaturizeConfig
@@ -19,12 +19,12 @@ def test_embed_round_robin_enriches_science_tasks_for_sciq(tmp_path):
     f = featurize.run(FeaturizeConfig(rep="embed", pool="builtin:pool-small", query="builtin:sciq"), tmp_path)
     s = select.run(SelectConfig(features=f, selector="round_robin", budget=64), tmp_path)
     r = select.run(SelectConfig(features=f, selector="random", budget=64, seed=0), tmp_path)
-    pool = load_pool(tmp_path, A.resolve(tmp_path, s))
+    pool = load_pool(tmp_path, C.resolve(tmp_path, s))
     labels = [ex.meta["source_task"] for ex in pool.examples]
     share = lambda idx: sum(task_shares(labels, idx).get(t, 0.0) for t in SCIENCE)  # noqa: E731
     base = share(None)
-    rr = share(selection_indices(A.resolve(tmp_path, s)))
-    rnd = share(selection_indices(A.resolve(tmp_path, r)))
+    rr = share(selection_indices(C.resolve(tmp_path, s)))
+    rnd = share(selection_indices(C.resolve(tmp_path, r)))
     # Pool-small has 2 of 16 tasks from grade-school science (12.5%); round-robin for SciQ
     # queries should at least double that, random should not.
     assert abs(base - 0.125) < 1e-9

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tselect import artifacts as A
+from tselect import catalog as C
 from tselect.select.distance import selection_distances
 from tselect.similarity import ArraySimilarity
 
@@ -70,14 +70,14 @@ def test_distance_stage_end_to_end(tmp_path, store, toy_data):
     pool, query = toy_data
     f = featurize(tmp_path, store, pool, query, *hand_vectors(), tag="")
     s = last_line(tselect("select", "--features", f, "--selector", "topk", "--budget", "6", store=store))
-    order = json.loads((A.resolve(store, s).path / "indices.json").read_text())["indices"]
+    order = json.loads((C.resolve(store, s).path / "indices.json").read_text())["indices"]
     assert order[:4] == [5, 9, 2, 7]
 
     proc = tselect("distance", "--features", f, "--selection", s, "--budget", "4", "--budget", "1",
                    "--budget", "3", "--budget", "2", store=store)
     d = last_line(proc)
     assert d.startswith("distance-") and proc.stdout.strip() == d  # only the id on stdout
-    doc = json.loads((A.resolve(store, d, stage="distance").path / "distances.json").read_text())
+    doc = json.loads((C.resolve(store, d, stage="distance").path / "distances.json").read_text())
     assert doc["features"] == f and doc["selection"] == s and doc["n_query"] == 2
     check_rows(doc["rows"], [1, 2, 3, 4])
     assert "coverage" in proc.stderr  # the rich table
@@ -96,11 +96,11 @@ def test_whole_selection_by_default_and_other_features_of_the_same_pool(tmp_path
     f = featurize(tmp_path, store, pool, query, pvec, qvec, tag="")
     s = last_line(tselect("select", "--features", f, "--selector", "topk", "--budget", "3", store=store))
     d = last_line(tselect("distance", "--features", f, "--selection", s, store=store))
-    check_rows(json.loads((A.resolve(store, d).path / "distances.json").read_text())["rows"], [3])
+    check_rows(json.loads((C.resolve(store, d).path / "distances.json").read_text())["rows"], [3])
     # Another representation of the same pool (here: rows permuted in feature space) is allowed.
     g = featurize(tmp_path, store, pool, query, pvec[:, [1, 0, 2]], qvec, tag="swap")
     e = last_line(tselect("distance", "--features", g, "--selection", s, "--budget", "1", store=store))
-    row = json.loads((A.resolve(store, e).path / "distances.json").read_text())["rows"][0]
+    row = json.loads((C.resolve(store, e).path / "distances.json").read_text())["rows"][0]
     assert row["coverage"] == pytest.approx(0.5) and row["chamfer"] == pytest.approx(1.0)  # row 5 is now e1
 
 

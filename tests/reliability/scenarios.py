@@ -99,11 +99,11 @@ def compare(store: Path, ref_store: Path, aid: str, at_kill: tuple[dict, dict] |
 
 def verify_line(store: Path, aid: str) -> str:
     """What `tselect verify ID` checks, in-process: "ok" or the problems found."""
-    from tselect import artifacts as A
+    from tselect import catalog as C
     from tselect.errors import UserError
 
     try:
-        problems = A.verify(A.find_unchecked(store, aid))
+        problems = C.verify(C.find_unchecked(store, aid))
     except UserError as e:
         return str(e)
     return "ok" if not problems else "; ".join(problems)

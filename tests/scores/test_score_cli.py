@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from tselect import artifacts as A
+from tselect import catalog as C
 from tselect import store as S
 from tselect.scores import STRATEGIES
 from tselect.select.registry import SELECTORS
@@ -38,14 +38,14 @@ def test_score_then_select_by_score(name, tmp_path, store, toy_data, tiny_model_
     extra = ("--features", features) if STRATEGIES[name].needs_features else ()
     sc = last_line(tselect("score", "--strategy", name, "--pool", toy_data[0], "--model", tiny_model_dir,
                            "--max-length", "64", *extra, store=store))
-    art = A.resolve(store, sc, stage="scores")
-    scores = S.read_array(A.checked_path(art, "scores.npy"))
+    art = C.resolve(store, sc, stage="scores")
+    scores = S.read_array(C.checked_path(art, "scores.npy"))
     assert scores.shape == (24,) and np.isfinite(scores).sum() > 0
     assert len(json.loads((art.path / "details.json").read_text())["ids"]) == 24
     if "score" not in SELECTORS:  # the score selector lands separately; the artifact is checked above
         return
     sel = last_line(tselect("select", "--features", features, "--selector", "score", "--scores", sc, store=store))
-    order = S.read_indices(A.resolve(store, sel).path / "indices.json")
+    order = S.read_indices(C.resolve(store, sel).path / "indices.json")
     kept = np.flatnonzero(~np.isnan(scores))
     expected = kept[np.lexsort((kept, -scores[kept]))]  # score descending, ties to the lower index
     assert order[: kept.size].tolist() == expected.tolist()

@@ -11,7 +11,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from tselect import artifacts as A  # noqa: E402
+from tselect import catalog as C  # noqa: E402
 from tselect import store as S  # noqa: E402
 from tselect.data import load_dataset  # noqa: E402
 from tselect.data.tokenize import IGNORE, EncodedRow  # noqa: E402
@@ -211,11 +211,11 @@ def test_strategy_writes_scores_details_and_costs(name, store, toy_data, tiny_mo
     cfg = ScoreConfig(strategy=name, pool=str(pool_path), model=str(tiny_model_dir), features=features,
                       max_length=64, batch_size=5)
     aid = run(cfg, store)
-    art = A.resolve(store, aid, stage="scores")
-    scores = S.read_array(A.checked_path(art, "scores.npy"))
+    art = C.resolve(store, aid, stage="scores")
+    scores = S.read_array(C.checked_path(art, "scores.npy"))
     assert scores.dtype == np.float64 and scores.shape == (len(pool),)
     assert CHECKS[name](scores), scores
-    details = json.loads(A.checked_path(art, "details.json").read_text())
+    details = json.loads(C.checked_path(art, "details.json").read_text())
     assert details["ids"] == [ex.id for ex in pool.examples]
     assert details["columns"] and all(len(c) == len(pool) for c in details["columns"].values())
     assert art.inputs["pool"] == pool.content_hash and len(art.inputs["model"]) == 64
@@ -225,7 +225,7 @@ def test_strategy_writes_scores_details_and_costs(name, store, toy_data, tiny_mo
 
 def test_ifd_details_hold_both_losses(store, toy_data, tiny_model_dir):
     aid = run(ScoreConfig(strategy="ifd", pool=str(toy_data[0]), model=str(tiny_model_dir), max_length=64), store)
-    art = A.resolve(store, aid)
+    art = C.resolve(store, aid)
     cols = json.loads((art.path / "details.json").read_text())["columns"]
     scores = S.read_array(art.path / "scores.npy")
     raw = np.array(cols["loss_answer_given_instruction"]) / np.array(cols["loss_answer_alone"])
