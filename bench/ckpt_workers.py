@@ -29,7 +29,7 @@ ADAPTER = "default"
 
 def parse(argv: list[str]) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m bench.ckpt_workers", description=__doc__.splitlines()[0])
-    ap.add_argument("--worker", required=True, choices=("floor", "tselect", "bergson"))
+    ap.add_argument("--worker", required=True, choices=("floor", "tselect", "bergson", "ckpt"))
     ap.add_argument("--data", type=Path, required=True, help="where prepare() wrote inputs.json")
     ap.add_argument("--run-dir", type=Path, required=True)
     ap.add_argument("--batch-size", type=int, default=16)
@@ -92,6 +92,45 @@ class _Row:
         self.id, self.input_ids, self.labels = rid, r.input_ids, r.labels
 
 
+def ensure_checkpoint(ckpt_data: Path, threads: int) -> Path:
+    """A real warmup checkpoint dir (save_checkpoint layout) after one AdamW step; made once, cached."""
+    ckpt = ckpt_data / "ckpt-1"
+    if (ckpt / "state.json").exists():
+        return ckpt
+    t0 = time.perf_counter()
+    ckpt_data.mkdir(parents=True, exist_ok=True)
+    run_dir = Path(tempfile.mkdtemp(prefix="ckpt-1.", dir=ckpt_data))
+    proc = subprocess.run([sys.executable, "-m", "bench.ckpt_workers", "--worker", "ckpt", "--threads", str(threads),
+                           "--data", str(ckpt_data), "--run-dir", str(run_dir)], capture_output=True, text=True,
+                          cwd=ROOT, env=child_env(argparse.Namespace(threads=threads), run_dir))
+    if proc.returncode != 0:
+        raise SystemExit(f"error: making the warmup checkpoint failed:\n{proc.stderr[-3000:]}")
+    print(f"made warmup checkpoint {ckpt} in {time.perf_counter() - t0:.0f}s (cached)", file=sys.stderr, flush=True)
+    return ckpt
+
+
+def worker_ckpt(a: argparse.Namespace) -> None:
+    """One optimizer step of the cpu warmup recipe on 4 pool-small rows, saved by the warmup's own
+    per-epoch hook (`train_warmup`), moved to a.data/ckpt-1. A full warmup (4 epochs) costs far more
+    than any benchmark here; costs per row do not depend on how far the adapter was trained."""
+    import dataclasses
+    import shutil
+
+    from tselect.models import load_model, resolve_model
+    from tselect.warmup import WARMUP_PRESETS, train_warmup
+
+    _set_threads(a.threads)
+    cfg = WARMUP_PRESETS["cpu"]
+    one_step = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=1, batch_size=2,
+                                                                  effective_batch_size=4))
+    base, tok = load_model(resolve_model(None))
+    rows = [r for _, r in pool_rows(tok, 4, 64)]
+    train_warmup(base, rows, tok.pad_token_id, one_step, a.run_dir)  # writes run_dir/ckpt-1
+    shutil.rmtree(a.data / "ckpt-1", ignore_errors=True)
+    os.replace(a.run_dir / "ckpt-1", a.data / "ckpt-1")
+    shutil.rmtree(a.run_dir, ignore_errors=True)
+
+
 def prepare(data: Path, n_rows: int, max_length: int, threads: int, ckpt_data: Path) -> dict:
     """data/rows.jsonl, the bergson view of the checkpoint (adapter + optimizer.pt) and data/inputs.json
     (paths and sizes for the workers); the warmup checkpoint is made once and cached in ckpt_data."""
@@ -99,11 +138,10 @@ def prepare(data: Path, n_rows: int, max_length: int, threads: int, ckpt_data: P
 
     import torch
 
-    from bench.less_bench import ensure_checkpoint
     from tselect.models import load_tokenizer, resolve_model
     from tselect.warmup import load_moments
 
-    ckpt = ensure_checkpoint(argparse.Namespace(data=ckpt_data, threads=threads))
+    ckpt = ensure_checkpoint(ckpt_data, threads)
     model_path = str(resolve_model(None).path)
     tok = load_tokenizer(resolve_model(None))
     rows = [_Row(rid, r) for rid, r in pool_rows(tok, n_rows, max_length)]
@@ -263,6 +301,16 @@ def child_env(a: argparse.Namespace, run_dir: Path) -> dict:
             "TOKENIZERS_PARALLELISM": "false", "WANDB_MODE": "disabled", "HF_DATASETS_CACHE": str(run_dir / "hf")}
 
 
+def machine_info() -> dict:
+    import platform
+    from importlib.metadata import version
+
+    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                if ln.startswith("model name")), platform.processor())
+    return {"cores": os.cpu_count(), "cpu": cpu, "python": platform.python_version(), "torch": version("torch"),
+            "transformers": version("transformers"), "peft": version("peft")}
+
+
 def run_case(a: argparse.Namespace, case: str, rep: int, inputs: dict, python: Path | None = None) -> dict:
     """One fresh process of `case` on a.data's inputs (python: the interpreter, default this one);
     wall time and peak RSS (os.wait4: that child alone) are measured here."""
@@ -294,6 +342,9 @@ def run_case(a: argparse.Namespace, case: str, rep: int, inputs: dict, python: P
 
 def main(argv: list[str]) -> int:
     a = parse(argv)
+    if a.worker == "ckpt":
+        worker_ckpt(a)
+        return 0
     inputs = json.loads((a.data / "inputs.json").read_text())
     result = WORKERS[a.worker](a, inputs)
     (a.run_dir / "result.json").write_text(json.dumps(result))

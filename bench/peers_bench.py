@@ -6,7 +6,7 @@ with a plain batched forward+backward of the same batches as the floor.
 
 The same work for every case: the embedded SmolLM2-135M in fp32; ONE warmup checkpoint written by
 the product's `warmup.train_warmup` (one AdamW step of the cpu recipe: LoRA r=8 on q,k,v,o_proj,
-240 factor modules, 921,600 params; made and cached by `bench.less_bench.ensure_checkpoint`),
+240 factor modules, 921,600 params; made and cached by `bench.ckpt_workers.ensure_checkpoint`),
 loaded by all three; the first --rows rows of builtin:pool-small that keep a label token at
 --max-length, encoded by `tokenize.encode_example` (identical token ids and label masks: bergson
 reads them from rows.jsonl, tselect re-encodes them and the worker checks they are equal);
@@ -39,14 +39,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from bench.ckpt_workers import _load, prepare, run_case
+from bench.ckpt_workers import _load, machine_info, prepare, run_case
 
 HERE = Path(__file__).parent
 ROOT = HERE.parent
@@ -108,17 +107,10 @@ def rotated(cases: list[str], rep: int) -> list[str]:
 
 
 def machine(a: argparse.Namespace) -> dict:
-    import platform
-    from importlib.metadata import version
-
-    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                if ln.startswith("model name")), platform.processor())
     peer = subprocess.run([str(peer_python(a)), "-c", "from importlib.metadata import version as v; "
                            "print(v('bergson'), v('torch'), v('transformers'), v('peft'))"],
                           capture_output=True, text=True).stdout.split()
-    return {"cores": os.cpu_count(), "cpu": cpu, "python": platform.python_version(), "torch": version("torch"),
-            "transformers": version("transformers"), "peft": version("peft"),
-            "peer_venv": dict(zip(("bergson", "torch", "transformers", "peft"), peer))}
+    return {**machine_info(), "peer_venv": dict(zip(("bergson", "torch", "transformers", "peft"), peer))}
 
 
 def markdown(doc: dict) -> str:
