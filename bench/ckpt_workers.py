@@ -276,10 +276,10 @@ def worker_bergson(a: argparse.Namespace, inputs: dict) -> dict:
     bb.collect_gradients = timed_collect
     run = Path(a.run_dir) / "bergson-index"
     sys.argv = ["bergson", "build", str(run), "--model", inputs["adapter"], "--tokenizer", inputs["model"],
-                "--data.dataset", inputs["jsonl"], "--optimizer_state", inputs["adapter"],
+                "--dataset", inputs["jsonl"], "--optimizer_state", inputs["adapter"],
                 "--loss_reduction", "mean", "--projection_dim", str(a.bergson_proj),
                 "--token_batch_size", str(a.batch_size * a.max_length), "--max_batch_size", str(a.batch_size),
-                "--precision", "fp32", "--overwrite", "true", "--nproc_per_node", "1"]
+                "--precision", "fp32", "--nproc_per_node", "1"]
     bergson_main()
     info = json.loads((run / "info.json").read_text())
     return {"loop_seconds": timer["loop"], "stored": info, "argv": sys.argv[1:]}

@@ -18,7 +18,7 @@ timed by this parent from spawn to exit (ex/s whole process), with its peak RSS 
   floor    the checkpoint's model (LoRA made trainable), tselect's length-sorted batches,
            forward with the attention mask, Σ per-example token-mean CE, loss.backward().
   bergson  `bergson build` (its CLI, in the peer venv): --model <adapter dir> --tokenizer <model>
-           --data.dataset rows.jsonl --optimizer_state <optimizer.pt: exp_avg_sq by parameter name>
+           --dataset rows.jsonl --optimizer_state <optimizer.pt: exp_avg_sq by parameter name>
            --loss_reduction mean --projection_dim 6 --token_batch_size 2048 --max_batch_size 16
            --precision fp32. Loop: its collect_gradients call, timed by a wrapper around it.
   tselect  what `tselect featurize --rep less` runs per warmup checkpoint: builtin:pool-small
