@@ -260,11 +260,17 @@ def worker_tselect(a: argparse.Namespace, inputs: dict) -> dict:
 def worker_bergson(a: argparse.Namespace, inputs: dict) -> dict:
     """`bergson build` through its own CLI entry point; collect_gradients is timed by a wrapper."""
     import bergson.build as bb
+    import bergson.utils.load_from_optimizer as lfo
     from bergson.__main__ import main as bergson_main
 
     _set_threads(a.threads)
-    timer = {"loop": 0.0}
-    collect = bb.collect_gradients
+    timer, seen = {"loop": 0.0}, {}
+    collect, load_normalizers = bb.collect_gradients, lfo.load_from_optimizer
+
+    def counted(*args, **kwargs):  # imported by name inside bergson's create_processor, at call time
+        out = load_normalizers(*args, **kwargs)
+        seen["adam_normalizers"] = len(out)
+        return out
 
     def timed_collect(*args, **kwargs):
         t = time.perf_counter()
@@ -273,7 +279,7 @@ def worker_bergson(a: argparse.Namespace, inputs: dict) -> dict:
         finally:
             timer["loop"] += time.perf_counter() - t
 
-    bb.collect_gradients = timed_collect
+    bb.collect_gradients, lfo.load_from_optimizer = timed_collect, counted
     run = Path(a.run_dir) / "bergson-index"
     sys.argv = ["bergson", "build", str(run), "--model", inputs["adapter"], "--tokenizer", inputs["model"],
                 "--dataset", inputs["jsonl"], "--optimizer_state", inputs["adapter"],
@@ -282,7 +288,9 @@ def worker_bergson(a: argparse.Namespace, inputs: dict) -> dict:
                 "--precision", "fp32", "--nproc_per_node", "1"]
     bergson_main()
     info = json.loads((run / "info.json").read_text())
-    return {"loop_seconds": timer["loop"], "stored": info, "argv": sys.argv[1:]}
+    stored = {"rows": info["num_grads"], "modules": len(info["grad_sizes"]), "dims": sum(info["grad_sizes"].values()),
+              "dtype": info["base_dtype"]}
+    return {"loop_seconds": timer["loop"], "stored": stored, **seen, "argv": sys.argv[1:]}
 
 
 WORKERS = {"floor": worker_floor, "tselect": worker_tselect, "bergson": worker_bergson}
