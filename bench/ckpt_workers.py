@@ -26,6 +26,7 @@ HERE = Path(__file__).parent
 ROOT = HERE.parent
 ADAPTER = "default"
 
+
 def parse(argv: list[str]) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m bench.ckpt_workers", description=__doc__.splitlines()[0])
     ap.add_argument("--worker", required=True, choices=("floor", "tselect", "bergson", "ckpt"))
@@ -38,12 +39,14 @@ def parse(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--bergson-proj", type=int, default=6, help="bergson --projection_dim (p×p per module)")
     return ap.parse_args(argv)
 
+
 # ---- pure parts: what the peer reads ----------------------------------
 
 def jsonl_lines(rows) -> str:
     """rows.jsonl: one {"id", "input_ids", "labels"} object per EncodedRow-like row (labels -100 off-loss)."""
     return "".join(json.dumps({"id": r.id, "input_ids": list(r.input_ids), "labels": list(r.labels)}) + "\n"
                    for r in rows)
+
 
 def peft_key(name: str, adapter: str = ADAPTER) -> str:
     """model.named_parameters() name → the key peft saves it under (the adapter name dropped)."""
@@ -52,6 +55,7 @@ def peft_key(name: str, adapter: str = ADAPTER) -> str:
         raise ValueError(f"{name!r} is not a LoRA weight of adapter {adapter!r}")
     return name[: -len(suffix)] + ".weight"
 
+
 def optimizer_state(exp_avg_sq: dict, adapter: str = ADAPTER) -> dict:
     """A torch optimizer state dict holding only the second moments, each entry naming its
     parameter (bergson prefers a recorded param_name over the positional index)."""
@@ -59,9 +63,11 @@ def optimizer_state(exp_avg_sq: dict, adapter: str = ADAPTER) -> dict:
     state = {i: {"exp_avg_sq": exp_avg_sq[k], "param_name": peft_key(k, adapter)} for i, k in enumerate(keys)}
     return {"state": state, "param_groups": [{"params": list(range(len(keys)))}]}
 
+
 def adapter_config(config: dict, base_path: str) -> dict:
     """The checkpoint's adapter_config.json pointing at the local base model (bergson loads the base from it)."""
     return {**config, "base_model_name_or_path": base_path}
+
 
 # ---- shared inputs (parent, main venv) --------------------------------------------------
 
@@ -79,9 +85,11 @@ def pool_rows(tok, n: int, max_length: int) -> list:
             return rows
     raise SystemExit(f"error: builtin:pool-small has only {len(rows)} rows with label tokens at --max-length {max_length}")
 
+
 class _Row:
     def __init__(self, rid, r):
         self.id, self.input_ids, self.labels = rid, r.input_ids, r.labels
+
 
 def ensure_checkpoint(ckpt_data: Path, threads: int) -> Path:
     """A real warmup checkpoint dir (save_checkpoint layout) after one AdamW step; made once, cached."""
@@ -98,6 +106,7 @@ def ensure_checkpoint(ckpt_data: Path, threads: int) -> Path:
         raise SystemExit(f"error: making the warmup checkpoint failed:\n{proc.stderr[-3000:]}")
     print(f"made warmup checkpoint {ckpt} in {time.perf_counter() - t0:.0f}s (cached)", file=sys.stderr, flush=True)
     return ckpt
+
 
 def worker_ckpt(a: argparse.Namespace) -> None:
     """One optimizer step of the cpu warmup recipe on 4 pool-small rows, saved by the warmup's own
@@ -119,6 +128,7 @@ def worker_ckpt(a: argparse.Namespace) -> None:
     shutil.rmtree(a.data / "ckpt-1", ignore_errors=True)
     os.replace(a.run_dir / "ckpt-1", a.data / "ckpt-1")
     shutil.rmtree(a.run_dir, ignore_errors=True)
+
 
 def prepare(data: Path, n_rows: int, max_length: int, threads: int, ckpt_data: Path) -> dict:
     """data/rows.jsonl, the bergson view of the checkpoint (adapter + optimizer.pt) and data/inputs.json
@@ -150,8 +160,10 @@ def prepare(data: Path, n_rows: int, max_length: int, threads: int, ckpt_data: P
     (data / "inputs.json").write_text(json.dumps(inputs))
     return inputs
 
+
 def _read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
 
 # ---- workers (each its own process) ------------------------------------------------------
 
@@ -159,6 +171,7 @@ def _set_threads(n: int) -> None:
     import torch
 
     torch.set_num_threads(n)
+
 
 def worker_floor(a: argparse.Namespace, inputs: dict) -> dict:
     """Plain batched forward+backward of tselect's batches through the checkpoint's model."""
@@ -183,6 +196,7 @@ def worker_floor(a: argparse.Namespace, inputs: dict) -> dict:
         per_example_loss(logits, labels).sum().backward()
         model.zero_grad(set_to_none=True)
     return {"loop_seconds": time.perf_counter() - t0, "setup_seconds": setup}
+
 
 def worker_tselect(a: argparse.Namespace, inputs: dict) -> dict:
     """The featurize stage's LESS path for one checkpoint, pool rows only (bergson builds no queries)."""
@@ -241,6 +255,7 @@ def worker_tselect(a: argparse.Namespace, inputs: dict) -> dict:
             "model_load_seconds": t_load, "write_seconds": t_rows - timer["loop"],
             "stored": {"shape": list(pool.shape), "dtype": cfg.dtype, "finite": bool(np.isfinite(pool).all())}}
 
+
 def worker_bergson(a: argparse.Namespace, inputs: dict) -> dict:
     """`bergson build` through its own CLI entry point; collect_gradients is timed by a wrapper."""
     import bergson.build as bb
@@ -276,18 +291,22 @@ def worker_bergson(a: argparse.Namespace, inputs: dict) -> dict:
               "dtype": info["base_dtype"]}
     return {"loop_seconds": timer["loop"], "stored": stored, **seen, "argv": sys.argv[1:]}
 
+
 WORKERS = {"floor": worker_floor, "tselect": worker_tselect, "bergson": worker_bergson}
+
 
 # ---- orchestration (parent) -------------------------------------------------------------
 
 def _load() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
+
 def child_env(a: argparse.Namespace, run_dir: Path) -> dict:
     n = str(a.threads)
     return {**os.environ, "OMP_NUM_THREADS": n, "MKL_NUM_THREADS": n, "TSELECT_THREADS": n, "TSELECT_PROGRESS": "0",
             "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
             "TOKENIZERS_PARALLELISM": "false", "WANDB_MODE": "disabled", "HF_DATASETS_CACHE": str(run_dir / "hf")}
+
 
 def machine_info() -> dict:
     import platform
@@ -297,6 +316,7 @@ def machine_info() -> dict:
                 if ln.startswith("model name")), platform.processor())
     return {"cores": os.cpu_count(), "cpu": cpu, "python": platform.python_version(), "torch": version("torch"),
             "transformers": version("transformers"), "peft": version("peft")}
+
 
 def run_case(a: argparse.Namespace, case: str, rep: int, inputs: dict, python: Path | None = None) -> dict:
     """One fresh process of `case` on a.data's inputs (python: the interpreter, default this one);
@@ -326,6 +346,7 @@ def run_case(a: argparse.Namespace, case: str, rep: int, inputs: dict, python: P
             "peak_rss_mb": round(usage.ru_maxrss / 1024, 1), "load_avg": {"before": before, "after": _load()},
             **{k: (round(v, 2) if isinstance(v, float) else v) for k, v in r.items()}}
 
+
 def main(argv: list[str]) -> int:
     a = parse(argv)
     if a.worker == "ckpt":
@@ -335,6 +356,7 @@ def main(argv: list[str]) -> int:
     result = WORKERS[a.worker](a, inputs)
     (a.run_dir / "result.json").write_text(json.dumps(result))
     return 0
+
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))
