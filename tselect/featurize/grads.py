@@ -104,9 +104,9 @@ def _one_thread_on_cpu(device: torch.device) -> Iterator[None]:
     Its ops are small (a [B, out, in] bmm, masked copies, the Adam transform and the projection
     of ~10^4-10^5 entries, ~10 ops x 240 factors per batch at 135M), so with several threads
     each op's cost is the parallel region's fork/join, not its arithmetic: on a loaded 2-core
-    machine 240 factors took 7.6-15 s with 2 threads against 1.6-2.2 s with 1, and Adam +
-    SJLT 1.1-5.0 s against 0.24 s, with bit-identical results. The forward and backward
-    themselves keep every thread.
+    machine (bench/factor_threads.py) 240 factors took 5.4-5.9 s with 2 threads against
+    0.6-0.9 s with 1, and Adam + SJLT 1.0-2.1 s against 0.05 s, with bit-identical results.
+    The forward and backward themselves keep every thread.
     """
     threads = torch.get_num_threads()
     if device.type != "cpu" or threads == 1:
