@@ -11,7 +11,7 @@ PIP := $(PY) -m pip
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.tselect-installed
 
-.PHONY: install demo test test-fast lint bench gpu-check reliability repro-smoke repro-small repro-cpu-full repro-tis clean-store
+.PHONY: install demo test test-fast lint bench bench-peers gpu-check reliability repro-smoke repro-small repro-cpu-full repro-tis clean-store
 
 install: $(STAMP)
 
@@ -39,6 +39,28 @@ lint: install
 
 bench: install
 	$(PY) -m bench.run
+
+# tselect's LESS featurization against bergson 2.5.1 on the same checkpoint and rows, with the plain
+# forward+backward floor -> bench/results/peers.{md,json}. bergson lives in its own venv: its wheel
+# requires torchvision/torchaudio, which break `import transformers` against CPU torch and which it
+# never imports, so it goes in --no-deps with the packages it does import (same torch as the main venv).
+PEERS_VENV ?= .venv-peers
+PEERS_PY := $(PEERS_VENV)/bin/python
+PEERS_STAMP := $(PEERS_VENV)/.peers-installed
+PEERS_PIP_ARGS ?= $(if $(wildcard /opt/wheels/torch-*),--find-links /opt/wheels,)
+PEERS_DEPS := transformers==5.24.0 peft==0.21.2 accelerate==1.15.0 datasets==5.2.0 safetensors tqdm pyyaml \
+	numpy scipy pandas pyarrow psutil jinja2 huggingface_hub simple-parsing jaxtyping torchopt ml_dtypes natsort petname
+
+$(PEERS_STAMP): Makefile
+	test -x $(PEERS_PY) || $(PYTHON) -m venv $(PEERS_VENV)
+	$(PEERS_PY) -c "import torch" 2>/dev/null || $(PEERS_PY) -m pip install -q $(PEERS_PIP_ARGS) "$(TORCH_SPEC)"
+	$(PEERS_PY) -m pip install -q $(PEERS_PIP_ARGS) $(PEERS_DEPS)
+	$(PEERS_PY) -m pip install -q --no-deps "bergson==2.5.1"
+	$(PEERS_PY) -c "import bergson.build, transformers"
+	touch $(PEERS_STAMP)
+
+bench-peers: install $(PEERS_STAMP)
+	$(PY) -m bench.run peers --venv $(PEERS_VENV)
 
 # On one GPU, <= 10 minutes: 7B-shaped projection + embedded model at 2048 tokens, throughput vs a
 # plain forward+backward and predicted vs measured peak memory -> bench/results/gpu_check.{md,json}

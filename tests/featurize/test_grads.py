@@ -192,3 +192,26 @@ def test_no_summed_parameter_gradient_is_computed():
     assert len(got) == len(params), "every factor's per-example gradient still arrives"
     assert fired == [], f"autograd computed {len(fired)} summed LoRA parameter gradients"
     assert all(p.grad is None for p in params)
+
+
+def test_per_factor_math_runs_on_one_thread_and_threads_come_back():
+    # The per-factor ops are tiny: with several CPU threads their cost is fork/join, so the
+    # hooks drop to one intra-op thread; the forward/backward and the caller keep theirs,
+    # also when a hook raises.
+    model, batch = tiny_lora_model(), padded_batch([6, 9], seed=4)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        inside: list[int] = []
+        run_with_grad_hooks(model, batch, lambda n, v: inside.append(torch.get_num_threads()))
+        assert inside and set(inside) == {1}
+        assert torch.get_num_threads() == 2
+
+        def boom(name, value):
+            raise RuntimeError("hook failed")
+
+        with pytest.raises(RuntimeError, match="hook failed"):
+            run_with_grad_hooks(model, batch, boom)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

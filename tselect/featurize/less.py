@@ -227,12 +227,14 @@ def pool_key(cfg, lc: LessConfig, warmup_id: str, pool: Dataset, setup: dict | N
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]
 
 
-def checkpoint_rows(cfg, lc: LessConfig, ckpt: _Checkpoint, encoded: dict[str, list], name: str) -> Checkpoint:
+def checkpoint_rows(cfg, lc: LessConfig, ckpt: _Checkpoint, encoded: dict[str, list], name: str,
+                    projector=None) -> Checkpoint:
     """One warmup checkpoint's rows: plain (SGD) gradients for the queries, the Adam update
-    direction for the pool; nothing is loaded until the first row is asked for."""
+    direction for the pool; nothing is loaded until the first row is asked for. `projector`:
+    one shared by every checkpoint (its hash tables depend only on names, dim and seed)."""
     from tselect.featurize.project import make_projector
 
-    projector = make_projector(lc.projection, lc.dim, lc.proj_seed)
+    projector = projector or make_projector(lc.projection, lc.dim, lc.proj_seed)
     return Checkpoint(name, lc.dim, _rows_fn(cfg, ckpt, encoded["query"], projector, None),
                       _rows_fn(cfg, ckpt, encoded["pool"], projector, lc.adam))
 
@@ -240,10 +242,13 @@ def checkpoint_rows(cfg, lc: LessConfig, ckpt: _Checkpoint, encoded: dict[str, l
 def _checkpoints(cfg, lc: LessConfig, warmup_dir: Path, ckpts: list[dict], encoded: dict) -> Iterator[Checkpoint]:
     """Each checkpoint's rows in turn. One base model per process: later checkpoints swap their
     adapter in; a checkpoint's moments are released once the stage has written its rows."""
+    from tselect.featurize.project import make_projector
+
     shared: dict = {}
+    projector = make_projector(lc.projection, lc.dim, lc.proj_seed)  # tables built once, not per checkpoint
     for c in ckpts:
         ckpt = _Checkpoint(cfg.model, warmup_dir / c["name"], shared)
-        yield checkpoint_rows(cfg, lc, ckpt, encoded, c["name"])
+        yield checkpoint_rows(cfg, lc, ckpt, encoded, c["name"], projector)
         ckpt.release()
     shared.clear()
 
