@@ -215,3 +215,31 @@ def test_per_factor_math_runs_on_one_thread_and_threads_come_back():
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+class _AllLogits(torch.nn.Module):
+    """The same model without `logits_to_keep`: every position goes through the output head."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.inner = model
+
+    def forward(self, input_ids, attention_mask, use_cache):
+        return self.inner(input_ids=input_ids, attention_mask=attention_mask, use_cache=use_cache)
+
+
+def test_the_head_sees_only_positions_that_predict_a_label_and_gradients_do_not_change():
+    model = tiny_lora_model().eval()
+    batch = padded_batch([9, 5, 12, 7], prompt=4, seed=8)
+    widths = []
+    hook = model.get_base_model().lm_head.register_forward_hook(lambda m, i, o: widths.append(i[0].shape[1]))
+    try:
+        fast = per_example_grads(model, batch)
+    finally:
+        hook.remove()
+    expected = int((batch["labels"][:, 1:] != -100).any(0).sum())
+    assert widths == [expected] and expected < batch["input_ids"].shape[1] - 1, (widths, expected)
+    full = per_example_grads(_AllLogits(model), batch)
+    assert len(full) == len(fast)
+    for (name, g), g_full in zip(fast.items(), full.values()):
+        assert torch.allclose(g, g_full, rtol=1e-5, atol=1e-7), f"{name}: head on label positions only changed the gradient"

@@ -68,12 +68,36 @@ def per_example_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor
     Only label positions are gathered and upcast, so prompt and padding logits never get an
     fp32 copy. A row without label tokens gets loss 0, hence a zero gradient.
     """
-    target = labels[:, 1:]  # [B, T-1]
-    valid = target != IGNORE  # [B, T-1]
-    picked = logits[:, :-1][valid].float()  # [n_label, V]
+    return loss_at(logits[:, :-1], labels[:, 1:])
+
+
+def predicting_positions(labels: torch.Tensor) -> torch.Tensor:
+    """[K] int64, sorted: positions t < T-1 whose next token is a label in some row of the batch.
+
+    The loss reads logits only there, so the vocabulary projection (and its backward) can skip
+    every other position: prompts and padding are most of a batch's tokens.
+    """
+    return (labels[:, 1:] != IGNORE).any(0).nonzero().flatten()
+
+
+def logits_at_positions(model: nn.Module, ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+    """[B, K, V] logits at positions pos [K], with gradient. HF causal LMs project only those
+    (`logits_to_keep`); a model without the argument gives all T, which are then indexed."""
+    try:
+        logits = model(input_ids=ids, attention_mask=mask, use_cache=False, logits_to_keep=pos).logits
+    except TypeError:  # no logits_to_keep
+        logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits  # [B, T, V]
+    return logits if logits.shape[1] == pos.numel() else logits[:, pos]
+
+
+def loss_at(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """[B] token-mean CE of logits [B, K, V] against target [B, K] (IGNORE off-loss), fp32; the
+    K positions must hold every label of each row (see predicting_positions)."""
+    valid = target != IGNORE  # [B, K]
+    picked = logits[valid].float()  # [n_label, V]
     ce = F.cross_entropy(picked, target[valid], reduction="none")  # [n_label]
-    rows = torch.arange(labels.shape[0], device=labels.device)[:, None].expand_as(target)[valid]  # [n_label]
-    total = torch.zeros(labels.shape[0], dtype=ce.dtype, device=ce.device).index_add(0, rows, ce)
+    rows = torch.arange(target.shape[0], device=target.device)[:, None].expand_as(target)[valid]  # [n_label]
+    total = torch.zeros(target.shape[0], dtype=ce.dtype, device=ce.device).index_add(0, rows, ce)
     return total / valid.sum(1).clamp(min=1)
 
 
@@ -238,8 +262,9 @@ def run_with_grad_hooks(model: nn.Module, batch: Mapping[str, torch.Tensor], on_
         for p in params:
             p.requires_grad_(True)
         with torch.enable_grad(), _dropout_off(model), _hooks(linears, keep, on_grad, recompute) as outputs:
-            logits = model(input_ids=ids, attention_mask=keep.long(), use_cache=False).logits
-            losses = per_example_loss(logits, labels)  # [B]
+            pos = predicting_positions(labels)  # [K]
+            logits = logits_at_positions(model, ids, keep.long(), pos)  # [B, K, V]
+            losses = loss_at(logits, labels[:, 1:][:, pos])  # [B]
             # Differentiate w.r.t. the factor OUTPUTS, not the parameters: the hooks see every
             # output gradient, nothing accumulates in .grad, and autograd skips the summed
             # parameter gradients (one [out, in] matmul per factor) that would be thrown away.
