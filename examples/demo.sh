@@ -12,11 +12,11 @@ mkdir -p "$STORE"
 export TSELECT_DEMO_POOL="$(cd "$STORE" && pwd)/demo_pool.jsonl"
 
 $T assets
-# The slice: every 4th row of builtin:pool-small (100 rows, every source task), as JSONL.
+# The slice: every 5th row of builtin:pool-small (80 rows, 5 from each of the 16 source tasks), as JSONL.
 "$BIN/python" - "$TSELECT_DEMO_POOL" <<'PY'
 import json, sys
 from tselect.data import load_dataset
-rows = load_dataset("builtin:pool-small").examples[::4]
+rows = load_dataset("builtin:pool-small").examples[::5]
 with open(sys.argv[1], "w") as f:
     f.writelines(json.dumps({k: v for k, v in ex.to_json().items() if k != "id"}) + "\n" for ex in rows)
 PY
