@@ -196,15 +196,16 @@ def _peaks(model, data: list[dict], mm, proj, transform, dev) -> list[dict]:
     for s in shapes:
         b = next(b for b in data if tuple(b["input_ids"].shape) == s)
         labels = int((b["labels"][:, 1:] != -100).sum())  # positions whose loss is taken (shifted)
+        heads = int((b["labels"][:, 1:] != -100).any(0).sum())  # positions the output head runs at, per row
         if dev.type == "cuda":  # whole-process peak: weights, moments, tables and the batch
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
             projected_grads(model, b, proj, transform)
-            got, want, what = torch.cuda.max_memory_allocated(), mm.peak_bytes(*s, labels), "process"
+            got, want, what = torch.cuda.max_memory_allocated(), mm.peak_bytes(*s, labels, heads), "process"
         else:  # what one batch allocates on top of the loaded model, moments and tables
             got = cpu_peak_bytes(lambda: projected_grads(model, b, proj, transform))
-            want, what = mm.peak_bytes(*s, labels) - mm.static_bytes, "batch"
-        out.append({"shape": list(s), "labels": labels, "part": what, "predicted_gib": round(want / 2**30, 4),
+            want, what = mm.peak_bytes(*s, labels, heads) - mm.static_bytes, "batch"
+        out.append({"shape": list(s), "labels": labels, "head_positions": heads, "part": what, "predicted_gib": round(want / 2**30, 4),
                     "measured_gib": round(got / 2**30, 4), "ratio": round(want / got, 3)})
     return out
 

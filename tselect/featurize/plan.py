@@ -51,16 +51,21 @@ class MemoryModel:
     base_params: int  # N, for FLOPs
     lora_params: int  # P
     label_bytes_per_token: float = 0.0  # the part of head_bytes_per_token that only label positions need
+    vocab_bytes_per_token: float = 0.0  # its vocab-sized part: only positions the output head runs at need it
 
     def saved_bytes(self, batch: int, tokens: int) -> float:
         return batch * tokens * self.layer_bytes_per_token * self.n_layers
 
-    def peak_bytes(self, batch: int, tokens: int, labels: int | None = None) -> float:
-        """Peak for B rows padded to T tokens, `labels` of the B·T positions carrying a label
-        (None: every position, the worst case the planner budgets for)."""
+    def peak_bytes(self, batch: int, tokens: int, labels: int | None = None, positions: int | None = None) -> float:
+        """Peak for B rows padded to T tokens, `labels` of the B·T positions carrying a label and
+        the output head run at `positions` of each row's T (featurize runs it only where some
+        row of the batch predicts a label). None: every position, the worst case the planner
+        budgets for."""
         per_token = self.layer_bytes_per_token * self.n_layers + self.head_bytes_per_token + self.hook_bytes_per_token
         unlabelled = 0 if labels is None else batch * tokens - labels
+        headless = 0 if positions is None else batch * (tokens - positions)  # no logits, no label
         return (self.static_bytes + batch * tokens * per_token - unlabelled * self.label_bytes_per_token
+                - headless * (self.vocab_bytes_per_token - self.label_bytes_per_token)
                 + batch * self.hook_bytes_per_example)
 
     def max_tokens(self, budget: float, max_length: int) -> int:
@@ -176,7 +181,8 @@ def memory_model(config: dict, lora_r: int, targets: tuple[str, ...], dtype: str
     hook_tok = 4 * (max(o for o, _ in factors) + max(i for _, i in factors))
     hook_ex = 4 * o * i * 5  # grad, m', v', Γ, projection input/temporary
     return MemoryModel(int(static), per_token, n_layers, float(head_bytes_per_token(config, el)), float(hook_tok),
-                       float(hook_ex), int(base), int(lora), float(label_bytes_per_token(config, el)))
+                       float(hook_ex), int(base), int(lora), float(label_bytes_per_token(config, el)),
+                       float(int(config["vocab_size"]) * (el + 3 * 4)))  # the vocab part of head_bytes_per_token
 
 
 def model_sizes(model, n_layers: int) -> tuple[list[tuple[int, int]], int, int, int]:
