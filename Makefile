@@ -77,7 +77,7 @@ reliability: install
 repro-smoke: install
 	E=$$($(BIN)/tselect run examples/experiments/smoke.toml) && $(BIN)/tselect report $$E --out reports/smoke
 
-# The embedded study on CPU, powered for paired CIs: sciq/piqa/arc_easy x less/rds/embed round-robin x 2 budgets x 3 seeds (hours).
+# The embedded study on CPU, powered for paired CIs: sciq/piqa/arc_easy x less/rds/embed round-robin x 2 budgets x 3 seeds (about 2.7 h on 2 cores).
 repro-small: install
 	E=$$($(BIN)/tselect run examples/experiments/small.toml) && $(BIN)/tselect report $$E --metric eval_loss --out reports/small
 

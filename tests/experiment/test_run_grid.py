@@ -162,7 +162,7 @@ def test_example_grids_parse_and_plan(monkeypatch):
         assert len({c.key for c in cells}) == len(cells), f"{path.name}: duplicate cell keys"
     # smoke: 1 zero-shot + 2 reps × 2 seeds × 2 budgets + 3 random seeds × 2 budgets
     assert counts["smoke"] == 1 + 4 + 6  # zero-shot, grid, random
-    assert counts["small"] == 3 + 54 + 10 + 1 + 36  # zero-shot, grid (3 seeds), random (5 seeds), full, quantile
+    assert counts["small"] == 3 + 54 + 10 + 36  # zero-shot, grid (3 seeds), random (5 seeds), quantile (no full cell)
     assert counts["demo"] == 1 + 2 + 3  # zero-shot, LESS round-robin (2 seeds), random (3 seeds)
     assert counts["tis"] == 4 + 900 + 15 + 120  # the pool of 400 stands in for the user's pool
 
