@@ -182,7 +182,7 @@ def memory_model(config: dict, lora_r: int, targets: tuple[str, ...], dtype: str
     hook_ex = 4 * o * i * 5  # grad, m', v', Γ, projection input/temporary
     return MemoryModel(int(static), per_token, n_layers, float(head_bytes_per_token(config, el)), float(hook_tok),
                        float(hook_ex), int(base), int(lora), float(label_bytes_per_token(config, el)),
-                       float(int(config["vocab_size"]) * (el + 3 * 4)))  # the vocab part of head_bytes_per_token
+                       float(vocab_bytes_per_token(config, el)))
 
 
 def model_sizes(model, n_layers: int) -> tuple[list[tuple[int, int]], int, int, int]:
@@ -203,14 +203,19 @@ def model_sizes(model, n_layers: int) -> tuple[list[tuple[int, int]], int, int, 
 def head_bytes_per_token(config: dict, el: int) -> int:
     """Per-token bytes beyond the decoder layers' saved activations, at the start of backward,
     with every position a label (the worst case; label_bytes_per_token is the label part)."""
-    vocab, hidden = int(config["vocab_size"]), int(config["hidden_size"])
+    hidden = int(config["hidden_size"])
     # Loss tensors per label token: logits (model dtype) and the saved fp32 log-softmax live
     # through backward start; log-softmax backward then holds its output grad and input grad
     # (fp32) at once: el + 3·4 bytes per vocab entry at the peak. Plus the final norm's fp32 input.
     # And the backward working set of the layer being differentiated (MLP activation grads):
     # measured on CPU at about one fp32 [intermediate] vector per token.
     inter = int(config.get("intermediate_size") or 4 * hidden)
-    return vocab * (el + 3 * 4) + 4 * hidden + 4 * inter
+    return vocab_bytes_per_token(config, el) + 4 * hidden + 4 * inter
+
+
+def vocab_bytes_per_token(config: dict, el: int) -> int:
+    """The vocab-sized part of head_bytes_per_token: only positions the output head runs at hold it."""
+    return int(config["vocab_size"]) * (el + 3 * 4)
 
 
 def label_bytes_per_token(config: dict, el: int) -> int:
